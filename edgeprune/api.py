@@ -1,0 +1,301 @@
+"""The Python API that the CLI calls. Every stage reads the previous stage's artifacts from the run dir."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.errors import ConfigError, RunDirError
+from edgeprune.recipe import Recipe
+from edgeprune.registry import Registry
+
+STAGES = ["train", "prune", "finetune", "export", "quantize", "audit", "bench", "report"]
+
+# structured pruning methods: name -> importance criterion
+PRUNE_METHODS: Registry = Registry("pruning method")
+PRUNE_METHODS.register("l1-structured")("l1")
+PRUNE_METHODS.register("l2-structured")("l2")
+
+DENSE_WEIGHTS = "dense/model.safetensors"
+DENSE_ONNX = "dense/model.onnx"
+PLAN = "plan.json"
+WEIGHTS = "model.safetensors"
+ONNX = "model.onnx"
+INT8_ONNX = "model.int8.onnx"
+
+
+class Context:
+    """What every stage needs: the data, the split and how to build the architecture."""
+
+    def __init__(self, recipe: Recipe):
+        import torch
+
+        from edgeprune.data import load_dataset, make_split
+        from edgeprune.models import build_model, check_fits, load_weights
+
+        recipe.validate()
+        PRUNE_METHODS.get(recipe.prune.method)
+        self.recipe = recipe
+        self.ds = load_dataset(recipe.data)
+        torch.manual_seed(recipe.seed)  # the initial weights are part of "same seed, same numbers"
+        model = build_model(recipe.model, self.ds.in_shape, self.ds.num_classes)
+        check_fits(model, self.ds.in_shape, self.ds.num_classes, name=f"model {recipe.model!r}")
+        if recipe.weights:
+            load_weights(model, recipe.weights)
+        self.initial = model
+        self.split = make_split(self.ds, recipe.seed, recipe.split.member_fraction, recipe.split.max_members)
+        if self.split.members.size < 10:
+            raise ConfigError(f"only {self.split.members.size} members after the split; use more data")
+        self.x = torch.from_numpy(self.ds.x)
+        self.y = torch.from_numpy(self.ds.y)
+
+    def tensors(self, part: str):
+        idx = getattr(self.split, part)
+        return self.x[idx], self.y[idx]
+
+    def arrays(self, part: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        idx = getattr(self.split, part)
+        if limit is not None and idx.size > limit:
+            idx = np.sort(np.random.default_rng(self.recipe.seed).choice(idx, limit, replace=False))
+        return self.ds.x[idx], self.ds.y[idx]
+
+    def fresh_model(self):
+        from edgeprune.models import build_model
+
+        return build_model(self.recipe.model, self.ds.in_shape, self.ds.num_classes)
+
+    def model_info(self) -> dict:
+        return {"spec": self.recipe.model, "in_shape": list(self.ds.in_shape), "num_classes": self.ds.num_classes}
+
+
+def _state_bytes(model) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()})
+
+
+def _load_state(model, path: Path):
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+def load_dense(ctx: Context, run_dir: Path):
+    return _load_state(ctx.fresh_model(), run_dir / DENSE_WEIGHTS)
+
+
+def load_pruned(ctx: Context, run_dir: Path):
+    from edgeprune.prune.structured import apply_plan
+
+    plan = json.loads((run_dir / PLAN).read_text())
+    return _load_state(apply_plan(ctx.fresh_model(), plan), run_dir / WEIGHTS)
+
+
+def compress(recipe: Recipe, out: str | Path, resume: bool = False, log=print) -> Path:
+    """Run every stage into ``out`` (built in a staging dir, renamed at the end). Returns the run dir."""
+    from edgeprune.run import Run
+
+    ctx = Context(recipe)  # all user-input checks happen before anything is written
+    run = Run(out, recipe.to_dict(), resume=resume)
+    run.manifest["data"] = {"spec": recipe.data, "name": ctx.ds.name, "fingerprint": ctx.ds.fingerprint(),
+                            "samples": len(ctx.ds), "preprocessing": ctx.ds.preprocessing}
+    run.manifest["split"] = ctx.split.summary()
+    run.manifest["model"] = ctx.model_info()
+    run.manifest["seeds"] = {"run": recipe.seed, "split": recipe.seed, "train": recipe.seed,
+                             "finetune": recipe.seed + 1}
+    stages = {
+        "train": _stage_train, "prune": _stage_prune, "finetune": _stage_finetune, "export": _stage_export,
+        "quantize": _stage_quantize, "audit": _stage_audit, "bench": _stage_bench, "report": _stage_report,
+    }
+    for name in STAGES:
+        if run.done(name):
+            log(f"[dim]{name}: done before, skipped[/dim]")
+            continue
+        run.invalidate_from(STAGES, name)
+        t0 = time.perf_counter()
+        artifacts, results = stages[name](ctx, run)
+        run.finish(name, artifacts, results, time.perf_counter() - t0)
+        log(f"{name}: done in {time.perf_counter() - t0:.1f}s")
+    return run.complete()
+
+
+# --- stages: each returns (artifacts, results) ---------------------------------------------------
+
+def _stage_train(ctx: Context, run):
+    from edgeprune.models import count_params
+    from edgeprune.train import accuracy, predict_logits, train
+
+    model = ctx.initial
+    xm, ym = ctx.tensors("members")
+    xn, yn = ctx.tensors("nonmembers")
+    history = []
+    if ctx.recipe.weights is None:
+        history = train(model, xm, ym, ctx.recipe.train, seed=ctx.recipe.seed, description="train dense")
+    run.write_bytes(DENSE_WEIGHTS, _state_bytes(model))
+    return [DENSE_WEIGHTS], {
+        "loaded_weights": ctx.recipe.weights,
+        "epochs": len(history),
+        "final_loss": history[-1] if history else None,
+        "train_accuracy": accuracy(predict_logits(model, xm), ym),
+        "test_accuracy": accuracy(predict_logits(model, xn), yn),
+        "params": count_params(model),
+    }
+
+
+def _stage_prune(ctx: Context, run):
+    from edgeprune.models import count_macs, count_params
+    from edgeprune.prune.structured import apply_plan, make_plan
+
+    dense = load_dense(ctx, run.dir)
+    cfg = ctx.recipe.prune
+    plan = make_plan(dense, ctx.ds.in_shape, cfg.sparsity, criterion=PRUNE_METHODS.get(cfg.method),
+                     round_to=cfg.round_to, method=cfg.method)
+    run.write_json(PLAN, plan)
+    params0, macs0 = count_params(dense), count_macs(dense, ctx.ds.in_shape)
+    pruned = apply_plan(dense, plan)
+    return [PLAN], {
+        "groups": len(plan["groups"]),
+        "skipped": len(plan["skipped"]),
+        "params_dense": params0,
+        "params_pruned": count_params(pruned),
+        "macs_dense": macs0,
+        "macs_pruned": count_macs(pruned, ctx.ds.in_shape),
+    }
+
+
+def _stage_finetune(ctx: Context, run):
+    from edgeprune.prune.structured import apply_plan
+    from edgeprune.train import accuracy, predict_logits, train
+
+    plan = json.loads(run.path(PLAN).read_text())
+    model = apply_plan(load_dense(ctx, run.dir), plan)
+    xm, ym = ctx.tensors("members")
+    xn, yn = ctx.tensors("nonmembers")
+    before = accuracy(predict_logits(model, xn), yn)
+    history = train(model, xm, ym, ctx.recipe.finetune, seed=ctx.recipe.seed + 1, description="fine-tune")
+    run.write_bytes(WEIGHTS, _state_bytes(model))
+    return [WEIGHTS], {
+        "test_accuracy_before": before,
+        "train_accuracy": accuracy(predict_logits(model, xm), ym),
+        "test_accuracy": accuracy(predict_logits(model, xn), yn),
+        "final_loss": history[-1] if history else None,
+    }
+
+
+def _stage_export(ctx: Context, run):
+    from edgeprune.export.onnx import export_onnx, verify_onnx
+
+    cfg = ctx.recipe.export
+    xv, _ = ctx.arrays("nonmembers", cfg.verify_samples)
+    results = {}
+    for rel, model in ((DENSE_ONNX, load_dense(ctx, run.dir)), (ONNX, load_pruned(ctx, run.dir))):
+        export_onnx(model, ctx.ds.in_shape, run.tmp_path(rel), opset=cfg.opset)
+        results[rel] = verify_onnx(model, run.tmp_path(rel), xv, rtol=cfg.rtol).to_json()
+        run.commit(rel)
+    run.manifest["verification"] = results
+    return [DENSE_ONNX, ONNX], results
+
+
+def _stage_quantize(ctx: Context, run):
+    from edgeprune.export.onnx import onnx_predict
+    from edgeprune.quant.ptq import quantize_int8
+
+    cfg = ctx.recipe.quant
+    if cfg.mode == "none":
+        return [], {"mode": "none"}
+    xc, _ = ctx.arrays("members", cfg.calibration_samples)
+    quantize_int8(run.path(ONNX), run.tmp_path(INT8_ONNX), xc, activations=cfg.activations, method=cfg.calibration)
+    run.commit(INT8_ONNX)
+    xt, yt = ctx.arrays("nonmembers")
+    q = onnx_predict(run.path(INT8_ONNX), xt)
+    f = onnx_predict(run.path(ONNX), xt)
+    return [INT8_ONNX], {
+        "mode": cfg.mode, "activations": cfg.activations, "weights": "int8 symmetric per-channel",
+        "calibration": cfg.calibration, "calibration_samples": len(xc),
+        "test_accuracy": float((q.argmax(1) == yt).mean()),
+        "top1_agreement_with_fp32": float((q.argmax(1) == f.argmax(1)).mean()),
+    }
+
+
+def _variants(ctx: Context, run) -> list[tuple[str, str]]:
+    out = [("dense", DENSE_ONNX), ("pruned", ONNX)]
+    if ctx.recipe.quant.mode == "int8":
+        out.append(("pruned+int8", INT8_ONNX))
+    return out
+
+
+def _stage_audit(ctx: Context, run):
+    from edgeprune.attack.audit import audit_signals
+    from edgeprune.attack.signals import Signals
+    from edgeprune.export.onnx import onnx_predict
+
+    cfg = ctx.recipe.audit
+    xi, yi = ctx.arrays("members", cfg.max_samples)
+    xo, yo = ctx.arrays("nonmembers", cfg.max_samples)
+    audit = {"on": "onnxruntime (the exported artifacts)", "variants": {}}
+    for label, rel in _variants(ctx, run):
+        sig = Signals.compute(lambda x, rel=rel: onnx_predict(run.path(rel), x), xi, yi, xo, yo)
+        audit["variants"][label] = {"artifact": rel, **audit_signals(sig, cfg.attacks)}
+    run.write_json("audit.json", audit)
+    return ["audit.json"], {}
+
+
+def _stage_bench(ctx: Context, run):
+    from edgeprune.bench.latency import ort_cpu_latency
+    from edgeprune.progress import progress
+
+    cfg = ctx.recipe.bench
+    variants = _variants(ctx, run)
+    bench = {"backend": "ort-cpu", "threads": cfg.threads, "machine": machine(), "variants": {}}
+    with progress() as bar:
+        task = bar.add_task("latency", total=len(variants) * len(cfg.batches))
+        for label, rel in variants:
+            rows = []
+            for b in cfg.batches:
+                rows.append(ort_cpu_latency(run.path(rel), ctx.ds.in_shape, b, cfg.threads, cfg.warmup_s,
+                                            cfg.duration_s, cfg.min_runs, seed=ctx.recipe.seed))
+                bar.advance(task)
+            bench["variants"][label] = {"artifact": rel, "latency": rows}
+    dense = {r["batch"]: r["p50_ms"] for r in bench["variants"]["dense"]["latency"]}
+    for v in bench["variants"].values():
+        for r in v["latency"]:
+            r["speedup_vs_dense"] = dense[r["batch"]] / r["p50_ms"]
+    run.write_json("bench.json", bench)
+    return ["bench.json"], {}
+
+
+def _stage_report(ctx: Context, run):
+    from edgeprune.report.tables import build_report, to_markdown
+
+    report = build_report(run.manifest, run.dir)
+    run.write_json("report.json", report)
+    run.write_text("report.md", to_markdown(report))
+    return ["report.json", "report.md"], {}
+
+
+def machine() -> dict:
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from edgeprune.run import package_versions
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.system(), "versions": package_versions()}
+
+
+def load_report(run_dir: str | Path) -> dict:
+    p = Path(run_dir) / "report.json"
+    if not p.is_file():
+        raise RunDirError(f"{run_dir} has no report.json")
+    return json.loads(p.read_text())

@@ -1,0 +1,1 @@
+"""Membership-inference attacks. They consume predictions, never training code."""

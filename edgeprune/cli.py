@@ -1,0 +1,133 @@
+"""The command line. Thin: parse, call edgeprune.api, render with rich. Heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="Compress PyTorch models for edge GPUs and measure membership-inference leakage next to latency.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    _console(stderr=True).print(f"[bold red]error:[/bold red] {msg}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn, *args, **kwargs):
+    """Run ``fn``; a UserError becomes one red line and exit code 2."""
+    from edgeprune.errors import UserError
+
+    try:
+        return fn(*args, **kwargs)
+    except UserError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted; rerun with --resume to continue", code=130)
+
+
+@app.command()
+def compress(
+    model: str = typer.Argument(..., help="zoo name (see `edgeprune models`) or pkg.module:factory"),
+    data: str | None = typer.Option(None, "--data", "-d", help="digits | purchase-synth[:N] | cifar10:DIR | npz:FILE"),
+    sparsity: float | None = typer.Option(None, help="fraction of channels removed per prunable group (0-1)"),
+    method: str | None = typer.Option(None, help="pruning method: l1-structured | l2-structured"),
+    epochs: int | None = typer.Option(None, help="epochs to train the dense model"),
+    finetune_epochs: int | None = typer.Option(None, help="epochs to fine-tune after pruning"),
+    quant: str | None = typer.Option(None, help="int8 | none"),
+    weights: Path | None = typer.Option(None, help="dense weights (.safetensors, or a state_dict read with weights_only=True)"),
+    seed: int | None = typer.Option(None, help="seed for split, training and fine-tuning"),
+    recipe: Path | None = typer.Option(None, help="YAML recipe; options given here override it"),
+    out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="run directory"),
+    resume: bool = typer.Option(False, help="continue an interrupted run, skipping finished stages"),
+):
+    """Train (or load), prune, fine-tune, export, quantize, audit and benchmark one model."""
+
+    def go():
+        from edgeprune import api
+        from edgeprune.recipe import Recipe, load_recipe
+        from edgeprune.report.tables import to_rich
+
+        r = load_recipe(recipe) if recipe else Recipe()
+        r.model = model
+        if data is not None:
+            r.data = data
+        if sparsity is not None:
+            r.prune.sparsity = sparsity
+        if method is not None:
+            r.prune.method = method
+        if epochs is not None:
+            r.train.epochs = epochs
+        if finetune_epochs is not None:
+            r.finetune.epochs = finetune_epochs
+        if quant is not None:
+            r.quant.mode = quant
+        if weights is not None:
+            r.weights = str(weights)
+        if seed is not None:
+            r.seed = seed
+        con = _console()
+        run_dir = api.compress(r, out, resume=resume, log=lambda m: _console(stderr=True).print(m))
+        report = api.load_report(run_dir)
+        con.print(to_rich(report))
+        con.print(f"run directory: {run_dir}  (report.md, report.json, manifest.json)")
+
+    _guard(go)
+
+
+@app.command()
+def models():
+    """List the model zoo."""
+    from rich.table import Table
+
+    from edgeprune.models import MODELS
+
+    t = Table("model", "description")
+    for name in MODELS.names():
+        doc = (MODELS.get(name).__doc__ or "").strip().splitlines()
+        t.add_row(name, doc[0] if doc else "")
+    _console().print(t)
+
+
+@app.command()
+def datasets():
+    """List the built-in data sets and readers."""
+    from rich.table import Table
+
+    from edgeprune.data import DATASETS
+
+    t = Table("data", "description")
+    for name in DATASETS.names():
+        doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()
+        t.add_row(name, doc[0] if doc else "")
+    _console().print(t)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True),
+):
+    if version:
+        from edgeprune import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.errors import DataError
+from edgeprune.registry import Registry
+
+DATASETS: Registry = Registry("data set")
+
+
+@dataclass
+class Dataset:
+    """All samples of a data set, pooled (the split decides who is a member)."""
+
+    name: str
+    x: np.ndarray  # float32, (N, *in_shape), already normalised
+    y: np.ndarray  # int64, (N,)
+    num_classes: int
+    preprocessing: dict = field(default_factory=dict)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.x).tobytes())
+        h.update(np.ascontiguousarray(self.y).tobytes())
+        return h.hexdigest()
+
+
+def load_dataset(spec: str) -> Dataset:
+    name, _, arg = spec.partition(":")
+    loader = DATASETS.get(name)
+    ds = loader(arg or None)
+    _validate(ds, spec)
+    return ds
+
+
+def _validate(ds: Dataset, spec: str) -> None:
+    if ds.x.shape[0] != ds.y.shape[0]:
+        raise DataError(f"data {spec!r}: {ds.x.shape[0]} inputs but {ds.y.shape[0]} labels")
+    if len(ds) < 40:
+        raise DataError(f"data {spec!r}: {len(ds)} samples is too few (need at least 40)")
+    if ds.y.min() < 0:
+        raise DataError(f"data {spec!r}: labels must be 0..K-1, found {int(ds.y.min())}")
+    if not np.isfinite(ds.x).all():
+        raise DataError(f"data {spec!r}: inputs contain NaN or infinity")
+
+
+def _standardise_images(x: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Scale to [0, 1] then per-channel standardise. x is (N, C, H, W) float32 in [0, 255] or [0, 1]."""
+    scale = 255.0 if x.max() > 1.0 else 1.0
+    x = x / scale
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    std = x.std(axis=(0, 2, 3), keepdims=True) + 1e-6
+    prep = {"scale": scale, "mean": mean.ravel().tolist(), "std": std.ravel().tolist(), "layout": "NCHW"}
+    return ((x - mean) / std).astype(np.float32), prep
+
+
+def _standardise_features(x: np.ndarray) -> tuple[np.ndarray, dict]:
+    mean = x.mean(axis=0, keepdims=True)
+    std = x.std(axis=0, keepdims=True) + 1e-6
+    return ((x - mean) / std).astype(np.float32), {"standardised": "per-feature"}
+
+
+@DATASETS.register("digits")
+def _digits(arg: str | None) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    if arg:
+        raise DataError("data 'digits' takes no argument")
+    d = load_digits()
+    x = d.images.astype(np.float32)[:, None, :, :] / 16.0
+    x, prep = _standardise_images(x)
+    return Dataset("digits", x, d.target.astype(np.int64), 10, prep)
+
+
+@DATASETS.register("purchase-synth")
+def _purchase_synth(arg: str | None) -> Dataset:
+    """A Purchase-100-like tabular task that leaks (see DESIGN.md): 600 features, 100 classes."""
+    from sklearn.datasets import make_classification
+
+    n = 20000
+    if arg:
+        try:
+            n = int(arg)
+        except ValueError:
+            raise DataError(f"purchase-synth:N needs a whole number of samples, got {arg!r}") from None
+        if not 1000 <= n <= 200000:
+            raise DataError(f"purchase-synth:N needs 1000 <= N <= 200000, got {n}")
+    x, y = make_classification(
+        n_samples=n, n_features=600, n_informative=50, n_redundant=0, n_classes=100,
+        n_clusters_per_class=1, class_sep=3.0, random_state=0,
+    )
+    x, prep = _standardise_features(x.astype(np.float32))
+    return Dataset(f"purchase-synth:{n}", x, y.astype(np.int64), 100, prep)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """CIFAR-10's python batches are pickles; allow only numpy arrays and builtin containers."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            d = _SafeUnpickler(f, encoding="bytes").load()
+        data = d[b"data"] if b"data" in d else d["data"]
+        labels = d[b"labels"] if b"labels" in d else d["labels"]
+    except Exception as e:
+        raise DataError(f"cannot read CIFAR-10 batch {path}: {type(e).__name__}: {e}") from None
+    data = np.asarray(data, dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"CIFAR-10 batch {path} has data of shape {data.shape}, expected (N, 3072)")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+
+def _read_cifar_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size % 3073:
+        raise DataError(f"CIFAR-10 binary batch {path} is not a whole number of 3073-byte records")
+    raw = raw.reshape(-1, 3073)
+    return raw[:, 1:].reshape(-1, 3, 32, 32), raw[:, 0].astype(np.int64)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(arg: str | None) -> Dataset:
+    """CIFAR-10 from a directory of the python batches (data_batch_1..5, test_batch) or the .bin ones."""
+    if not arg:
+        raise DataError("data 'cifar10' needs a directory: cifar10:DIR")
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        raise DataError(f"CIFAR-10 directory not found: {root}")
+    for sub in (root, root / "cifar-10-batches-py", root / "cifar-10-batches-bin"):
+        py = sorted(sub.glob("data_batch_[0-9]")) + sorted(sub.glob("test_batch"))
+        binary = sorted(sub.glob("data_batch_[0-9].bin")) + sorted(sub.glob("test_batch.bin"))
+        if py or binary:
+            parts = [_read_cifar_batch(p) for p in py] if py else [_read_cifar_bin(p) for p in binary]
+            break
+    else:
+        raise DataError(f"no CIFAR-10 batches (data_batch_N, test_batch) under {root}")
+    x = np.concatenate([p[0] for p in parts]).astype(np.float32)
+    y = np.concatenate([p[1] for p in parts])
+    if y.max() >= 10:
+        raise DataError(f"CIFAR-10 labels must be 0..9, found {int(y.max())}")
+    x, prep = _standardise_images(x)
+    return Dataset("cifar10", x, y, 10, prep)
+
+
+@DATASETS.register("npz")
+def _npz(arg: str | None) -> Dataset:
+    """An .npz with x_train, y_train, x_test, y_test (pooled; the split decides membership)."""
+    if not arg:
+        raise DataError("data 'npz' needs a file: npz:FILE")
+    path = Path(arg).expanduser()
+    if not path.is_file():
+        raise DataError(f"npz file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+            if missing:
+                raise DataError(f"npz file {path} lacks arrays {missing} (needs x_train, y_train, x_test, y_test)")
+            x = np.concatenate([z["x_train"], z["x_test"]]).astype(np.float32)
+            y = np.concatenate([z["y_train"], z["y_test"]])
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"cannot read npz file {path}: {type(e).__name__}: {e}") from None
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"npz file {path}: labels must be integers, got {y.dtype}")
+    y = y.astype(np.int64).ravel()
+    if x.ndim == 4:
+        if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # NHWC -> NCHW
+            x = x.transpose(0, 3, 1, 2)
+        x, prep = _standardise_images(np.ascontiguousarray(x))
+    elif x.ndim == 3:  # (N, H, W) grey images
+        x, prep = _standardise_images(x[:, None])
+    elif x.ndim == 2:
+        x, prep = _standardise_features(x)
+    else:
+        raise DataError(f"npz file {path}: inputs of shape {x.shape[1:]} are not supported")
+    return Dataset(f"npz:{path.name}", x, y, int(y.max()) + 1, prep)

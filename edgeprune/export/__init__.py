@@ -1,0 +1,1 @@
+"""Export to ONNX and verify the exported graph against torch."""

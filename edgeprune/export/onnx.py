@@ -1,0 +1,87 @@
+"""ONNX export with the dynamo exporter (single file, dynamic batch) and numerical verification."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeprune.errors import UserError
+
+INPUT, OUTPUT = "input", "logits"
+
+
+class VerificationError(UserError):
+    """The exported graph does not compute what the torch model computes."""
+
+
+def export_onnx(model: nn.Module, in_shape: tuple[int, ...], path: str | Path, opset: int = 20) -> Path:
+    """Export ``model`` to one ONNX file with a dynamic batch dimension, constant-folded."""
+    model = model.eval()
+    path = Path(path)
+    example = torch.zeros(2, *in_shape)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, external_data=False, input_names=[INPUT], output_names=[OUTPUT],
+            dynamic_shapes=({0: batch},), opset_version=opset, optimize=True, verbose=False,
+        )
+        program.save(str(path), external_data=False)
+    return path
+
+
+def session(path: str | Path, threads: int = 1):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_predict(path: str | Path, x: np.ndarray, batch_size: int = 512, threads: int = 1) -> np.ndarray:
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
+
+
+@dataclass
+class Verification:
+    samples: int
+    max_abs_err: float
+    max_rel_err: float  # max |onnx - torch| / max |torch|
+    top1_agreement: float
+    rtol: float
+    passed: bool
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def verify_onnx(model: nn.Module, path: str | Path, x: np.ndarray, rtol: float = 1e-3, top1_min: float = 1.0) -> Verification:
+    """Run torch and onnxruntime on the same real samples; raise VerificationError above tolerance."""
+    ref = model.eval()(torch.from_numpy(x)).numpy()
+    got = onnx_predict(path, x)
+    if got.shape != ref.shape:
+        raise VerificationError(f"{Path(path).name}: onnxruntime output shape {got.shape} != torch {ref.shape}")
+    abs_err = float(np.abs(got - ref).max())
+    rel_err = abs_err / max(float(np.abs(ref).max()), 1e-12)
+    agree = float((got.argmax(1) == ref.argmax(1)).mean())
+    v = Verification(len(x), abs_err, rel_err, agree, rtol, rel_err <= rtol and agree >= top1_min)
+    if not v.passed:
+        raise VerificationError(
+            f"{Path(path).name} does not match torch: max relative error {rel_err:.2e} (allowed {rtol:.0e}), "
+            f"top-1 agreement {agree:.4f}"
+        )
+    return v

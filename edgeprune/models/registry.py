@@ -1,0 +1,3 @@
+from edgeprune.registry import Registry
+
+MODELS: Registry = Registry("model")

@@ -1,0 +1,1 @@
+"""Pruning: dependency groups, importance criteria, and plans that rebuild a pruned model."""

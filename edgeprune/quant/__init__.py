@@ -1,0 +1,1 @@
+"""Quantization: int8 post-training quantization to explicit QDQ ONNX."""

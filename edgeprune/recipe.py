@@ -1,0 +1,169 @@
+"""The typed, versioned recipe: one source of defaults, YAML/JSON in and out, unknown keys are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edgeprune.errors import ConfigError
+
+RECIPE_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 128
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "cosine"  # cosine | constant
+
+
+@dataclass
+class SplitConfig:
+    member_fraction: float = 0.25  # members and non-members each; the attacker pool gets the rest
+    max_members: int | None = None
+
+
+@dataclass
+class PruneConfig:
+    method: str = "l1-structured"
+    sparsity: float = 0.5
+    round_to: int = 8
+
+
+@dataclass
+class QuantConfig:
+    mode: str = "int8"  # int8 | none
+    activations: str = "uint8"  # uint8 | int8 (weights are always symmetric int8 per channel)
+    calibration: str = "minmax"  # minmax | entropy | percentile
+    calibration_samples: int = 256
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 20
+    rtol: float = 1e-3  # max |onnx - torch| / max |torch| allowed
+    verify_samples: int = 256
+
+
+@dataclass
+class AuditConfig:
+    attacks: list[str] = field(default_factory=lambda: ["loss", "confidence"])
+    max_samples: int = 5000  # per side (members / non-members)
+
+
+@dataclass
+class BenchConfig:
+    batches: list[int] = field(default_factory=lambda: [1, 32])
+    threads: int = 1  # onnxruntime intra-op threads; 0 lets onnxruntime choose
+    warmup_s: float = 0.2
+    duration_s: float = 1.0
+    min_runs: int = 20
+
+
+@dataclass
+class Recipe:
+    model: str = "mlp"
+    data: str = "purchase-synth"
+    weights: str | None = None
+    seed: int = 0
+    version: int = RECIPE_VERSION
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=5e-4))
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def validate(self) -> Recipe:
+        if not 0.0 < self.prune.sparsity < 1.0:
+            raise ConfigError(f"sparsity must be in (0, 1), got {self.prune.sparsity}")
+        if self.prune.round_to < 1:
+            raise ConfigError(f"round_to must be >= 1, got {self.prune.round_to}")
+        for name, t in (("train", self.train), ("finetune", self.finetune)):
+            if t.epochs < 0 or t.batch_size < 1 or t.lr <= 0:
+                raise ConfigError(f"{name}: epochs must be >= 0, batch_size >= 1 and lr > 0")
+            if t.optimizer not in ("adam", "sgd"):
+                raise ConfigError(f"{name}.optimizer must be adam or sgd, got {t.optimizer!r}")
+            if t.schedule not in ("cosine", "constant"):
+                raise ConfigError(f"{name}.schedule must be cosine or constant, got {t.schedule!r}")
+        if self.quant.mode not in ("int8", "none"):
+            raise ConfigError(f"quant mode must be int8 or none, got {self.quant.mode!r}")
+        if self.quant.activations not in ("uint8", "int8"):
+            raise ConfigError(f"quant activations must be uint8 or int8, got {self.quant.activations!r}")
+        if self.quant.calibration not in ("minmax", "entropy", "percentile"):
+            raise ConfigError(f"calibration must be minmax, entropy or percentile, got {self.quant.calibration!r}")
+        if not self.bench.batches or any(b < 1 for b in self.bench.batches):
+            raise ConfigError(f"bench batches must be positive, got {self.bench.batches}")
+        if self.version != RECIPE_VERSION:
+            raise ConfigError(f"recipe version {self.version} is not supported (this edgeprune reads {RECIPE_VERSION})")
+        return self
+
+
+def _convert(tp, value, where: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{where} must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls, data, where: str = "recipe"):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {', '.join(sorted(names))})")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return from_dict(Recipe, data).validate()
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    import yaml
+
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Reports: the table that puts latency next to leakage and accuracy."""

@@ -1,0 +1,98 @@
+"""One row per model variant (dense, pruned, pruned+int8): size, accuracy, leakage, latency."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def build_report(manifest: dict, run_dir: Path) -> dict:
+    audit = json.loads((run_dir / "audit.json").read_text())
+    bench = json.loads((run_dir / "bench.json").read_text())
+    prune = manifest["stages"]["prune"]["results"]
+    rows = []
+    for label, a in audit["variants"].items():
+        rel = a["artifact"]
+        dense = label == "dense"
+        lat = bench["variants"][label]["latency"]
+        strongest = a["strongest"]
+        rows.append({
+            "variant": label,
+            "artifact": rel,
+            "onnx_kb": round((run_dir / rel).stat().st_size / 1024, 1),
+            "params": prune["params_dense"] if dense else prune["params_pruned"],
+            "macs": prune["macs_dense"] if dense else prune["macs_pruned"],
+            "train_accuracy": a["train_accuracy"],
+            "test_accuracy": a["test_accuracy"],
+            "attacks": {k: {"auc": v["auc"], "tpr@0.01fpr": v["tpr@0.01fpr"], "tpr@0.001fpr": v["tpr@0.001fpr"],
+                            "balanced_accuracy": v["balanced_accuracy"]} for k, v in a["attacks"].items()},
+            "strongest_attack": strongest,
+            "strongest_auc": a["attacks"][strongest]["auc"] if strongest else None,
+            "latency": {str(r["batch"]): {"p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"],
+                                          "speedup_vs_dense": r["speedup_vs_dense"]} for r in lat},
+        })
+    return {
+        "model": manifest["model"],
+        "data": manifest["data"]["spec"],
+        "split": manifest["split"],
+        "sparsity": manifest["recipe"]["prune"]["sparsity"],
+        "method": manifest["recipe"]["prune"]["method"],
+        "bench": {"backend": bench["backend"], "threads": bench["threads"], "machine": bench["machine"]},
+        "rows": rows,
+    }
+
+
+def columns(report: dict) -> list[str]:
+    attacks = list(report["rows"][0]["attacks"]) if report["rows"] else []
+    batches = list(report["rows"][0]["latency"]) if report["rows"] else []
+    cols = ["variant", "params", "ONNX KB", "train acc", "test acc"]
+    cols += [f"{a} AUC" for a in attacks] + ["TPR@1%FPR"]
+    cols += [f"p50 ms b{b}" for b in batches] + [f"speedup b{b}" for b in batches]
+    return cols
+
+
+def row_cells(report: dict) -> list[list[str]]:
+    out = []
+    for r in report["rows"]:
+        cells = [r["variant"], f"{r['params']:,}", f"{r['onnx_kb']:.0f}", f"{r['train_accuracy']:.3f}",
+                 f"{r['test_accuracy']:.3f}"]
+        cells += [f"{v['auc']:.3f}" for v in r["attacks"].values()]
+        cells.append(f"{max(v['tpr@0.01fpr'] for v in r['attacks'].values()):.3f}")
+        cells += [f"{v['p50_ms']:.3f}" for v in r["latency"].values()]
+        cells += [f"{v['speedup_vs_dense']:.2f}x" for v in r["latency"].values()]
+        out.append(cells)
+    return out
+
+
+def to_markdown(report: dict) -> str:
+    m = report["model"]
+    lines = [
+        f"# edgeprune report: {m['spec']} on {report['data']}",
+        "",
+        f"Pruning: {report['method']} at sparsity {report['sparsity']}. Members {report['split']['members']}, "
+        f"non-members {report['split']['nonmembers']} (split hash `{report['split']['hash'][:12]}`).",
+        f"Latency: {report['bench']['backend']}, {report['bench']['threads']} thread(s), "
+        f"{report['bench']['machine']['cpu']}. Attacks run on the exported ONNX artifacts.",
+        "",
+    ]
+    cols = columns(report)
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for cells in row_cells(report):
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def to_rich(report: dict):
+    """Variants as columns, metrics as rows: fits an 80-column terminal."""
+    from rich.table import Table
+
+    t = Table(title=f"{report['model']['spec']} on {report['data']} - sparsity {report['sparsity']}")
+    cols, cells = columns(report), row_cells(report)
+    t.add_column("")
+    for r in cells:
+        t.add_column(r[0], justify="right")
+    for i, name in enumerate(cols[1:], start=1):
+        t.add_row(name, *[r[i] for r in cells])
+    return t

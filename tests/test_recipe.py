@@ -1,0 +1,30 @@
+import pytest
+
+from edgeprune.errors import ConfigError
+from edgeprune.recipe import Recipe, dump_recipe, from_dict, load_recipe
+
+
+def test_recipe_roundtrips_through_yaml(tmp_path):
+    r = Recipe(model="resnet20", data="digits", seed=3)
+    r.prune.sparsity = 0.7
+    r.bench.batches = [1, 8]
+    p = tmp_path / "r.yaml"
+    p.write_text(dump_recipe(r))
+    back = load_recipe(p)
+    assert back == r and back.hash() == r.hash()
+
+
+def test_unknown_keys_are_errors():
+    with pytest.raises(ConfigError, match="unknown key.*sparsty"):
+        from_dict(Recipe, {"prune": {"sparsty": 0.5}})
+
+
+def test_wrong_types_and_values_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="must be int"):
+        from_dict(Recipe, {"seed": "zero"})
+    with pytest.raises(ConfigError, match="sparsity"):
+        from_dict(Recipe, {"prune": {"sparsity": 1.5}}).validate()
+    p = tmp_path / "r.yaml"
+    p.write_text("quant: {mode: int4}\n")
+    with pytest.raises(ConfigError, match="int8 or none"):
+        load_recipe(p)
