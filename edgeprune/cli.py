@@ -86,32 +86,30 @@ def compress(
     _guard(go)
 
 
+def _registry_table(registry, heading: str) -> None:
+    from rich.table import Table
+
+    t = Table(heading, "description")
+    for name in registry.names():
+        doc = (registry.get(name).__doc__ or "").strip().splitlines()
+        t.add_row(name, doc[0] if doc else "")
+    _console().print(t)
+
+
 @app.command()
 def models():
     """List the model zoo."""
-    from rich.table import Table
-
     from edgeprune.models import MODELS
 
-    t = Table("model", "description")
-    for name in MODELS.names():
-        doc = (MODELS.get(name).__doc__ or "").strip().splitlines()
-        t.add_row(name, doc[0] if doc else "")
-    _console().print(t)
+    _registry_table(MODELS, "model")
 
 
 @app.command()
 def datasets():
     """List the built-in data sets and readers."""
-    from rich.table import Table
-
     from edgeprune.data import DATASETS
 
-    t = Table("data", "description")
-    for name in DATASETS.names():
-        doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()
-        t.add_row(name, doc[0] if doc else "")
-    _console().print(t)
+    _registry_table(DATASETS, "data")
 
 
 @app.callback()
