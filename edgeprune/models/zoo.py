@@ -48,6 +48,8 @@ class MLP(nn.Module):
 
 @MODELS.register("lenet5")
 class LeNet5(nn.Module):
+    """LeNet-5 (two 5x5 convs, three linear layers), padded so it takes 8x8 and larger images."""
+
     def __init__(self, in_shape, num_classes):
         super().__init__()
         c, h, w = _image_shape("lenet5", in_shape)
@@ -98,11 +100,13 @@ class VGG(nn.Module):
 
 @MODELS.register("vgg11")
 def vgg11(in_shape, num_classes):
+    """VGG-11 with BatchNorm, CIFAR-style classifier."""
     return VGG("vgg11", in_shape, num_classes)
 
 
 @MODELS.register("vgg16")
 def vgg16(in_shape, num_classes):
+    """VGG-16 with BatchNorm, CIFAR-style classifier."""
     return VGG("vgg16", in_shape, num_classes)
 
 
@@ -158,16 +162,19 @@ class ResNet(nn.Module):
 
 @MODELS.register("resnet18")
 def resnet18(in_shape, num_classes):
+    """ResNet-18, CIFAR stem (3x3 conv, no max-pool), 11.2M parameters."""
     return ResNet(in_shape, num_classes, (64, 128, 256, 512), (2, 2, 2, 2), "resnet18")
 
 
 @MODELS.register("resnet20")
 def resnet20(in_shape, num_classes):
+    """ResNet-20 (He et al. CIFAR, widths 16-32-64), 0.27M parameters."""
     return ResNet(in_shape, num_classes, (16, 32, 64), (3, 3, 3), "resnet20")
 
 
 @MODELS.register("resnet56")
 def resnet56(in_shape, num_classes):
+    """ResNet-56 (He et al. CIFAR, widths 16-32-64), 0.86M parameters."""
     return ResNet(in_shape, num_classes, (16, 32, 64), (9, 9, 9), "resnet56")
 
 
@@ -200,6 +207,8 @@ _MBV2_CFG = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96,
 
 @MODELS.register("mobilenetv2")
 class MobileNetV2(nn.Module):
+    """MobileNetV2, CIFAR strides: depthwise convs and inverted residuals."""
+
     def __init__(self, in_shape, num_classes):
         super().__init__()
         c, h, w = _image_shape("mobilenetv2", in_shape)
