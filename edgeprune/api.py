@@ -9,15 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import ConfigError, RunDirError
+from edgeprune.pipeline import PRUNE_METHODS
 from edgeprune.recipe import Recipe
-from edgeprune.registry import Registry
 
 STAGES = ["train", "prune", "finetune", "export", "quantize", "audit", "bench", "report"]
-
-# structured pruning methods: name -> importance criterion
-PRUNE_METHODS: Registry = Registry("pruning method")
-PRUNE_METHODS.register("l1-structured")("l1")
-PRUNE_METHODS.register("l2-structured")("l2")
 
 DENSE_WEIGHTS = "dense/model.safetensors"
 DENSE_ONNX = "dense/model.onnx"
@@ -127,14 +122,15 @@ def compress(recipe: Recipe, out: str | Path, resume: bool = False, log=print) -
 
 def _stage_train(ctx: Context, run):
     from edgeprune.models import count_params
-    from edgeprune.train import accuracy, predict_logits, train
+    from edgeprune.pipeline import train_dense
+    from edgeprune.train import accuracy, predict_logits
 
     model = ctx.initial
     xm, ym = ctx.tensors("members")
     xn, yn = ctx.tensors("nonmembers")
     history = []
     if ctx.recipe.weights is None:
-        history = train(model, xm, ym, ctx.recipe.train, seed=ctx.recipe.seed, description="train dense")
+        history = train_dense(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed)
     run.write_bytes(DENSE_WEIGHTS, _state_bytes(model))
     return [DENSE_WEIGHTS], {
         "loaded_weights": ctx.recipe.weights,
@@ -148,12 +144,11 @@ def _stage_train(ctx: Context, run):
 
 def _stage_prune(ctx: Context, run):
     from edgeprune.models import count_macs, count_params
-    from edgeprune.prune.structured import apply_plan, make_plan
+    from edgeprune.pipeline import plan_for
+    from edgeprune.prune.structured import apply_plan
 
     dense = load_dense(ctx, run.dir)
-    cfg = ctx.recipe.prune
-    plan = make_plan(dense, ctx.ds.in_shape, cfg.sparsity, criterion=PRUNE_METHODS.get(cfg.method),
-                     round_to=cfg.round_to, method=cfg.method)
+    plan = plan_for(dense, ctx.ds.in_shape, ctx.recipe)
     run.write_json(PLAN, plan)
     params0, macs0 = count_params(dense), count_macs(dense, ctx.ds.in_shape)
     pruned = apply_plan(dense, plan)
@@ -168,15 +163,16 @@ def _stage_prune(ctx: Context, run):
 
 
 def _stage_finetune(ctx: Context, run):
+    from edgeprune.pipeline import finetune
     from edgeprune.prune.structured import apply_plan
-    from edgeprune.train import accuracy, predict_logits, train
+    from edgeprune.train import accuracy, predict_logits
 
     plan = json.loads(run.path(PLAN).read_text())
     model = apply_plan(load_dense(ctx, run.dir), plan)
     xm, ym = ctx.tensors("members")
     xn, yn = ctx.tensors("nonmembers")
     before = accuracy(predict_logits(model, xn), yn)
-    history = train(model, xm, ym, ctx.recipe.finetune, seed=ctx.recipe.seed + 1, description="fine-tune")
+    history = finetune(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed + 1)
     run.write_bytes(WEIGHTS, _state_bytes(model))
     return [WEIGHTS], {
         "test_accuracy_before": before,
@@ -229,19 +225,38 @@ def _variants(ctx: Context, run) -> list[tuple[str, str]]:
 
 
 def _stage_audit(ctx: Context, run):
-    from edgeprune.attack.audit import audit_signals
-    from edgeprune.attack.signals import Signals
-    from edgeprune.export.onnx import onnx_predict
+    from edgeprune.attack.signals import onnx_predictor
 
-    cfg = ctx.recipe.audit
-    xi, yi = ctx.arrays("members", cfg.max_samples)
-    xo, yo = ctx.arrays("nonmembers", cfg.max_samples)
-    audit = {"on": "onnxruntime (the exported artifacts)", "variants": {}}
+    targets = {label: onnx_predictor(run.path(rel), key=f"{label}-{run.manifest['artifacts'][rel][:16]}")
+               for label, rel in _variants(ctx, run)}
+    audit = _audit_targets(ctx, targets, run.path("audit_cache"))
+    audit["on"] = "onnxruntime (the exported artifacts)"
     for label, rel in _variants(ctx, run):
-        sig = Signals.compute(lambda x, rel=rel: onnx_predict(run.path(rel), x), xi, yi, xo, yo)
-        audit["variants"][label] = {"artifact": rel, **audit_signals(sig, cfg.attacks)}
+        audit["variants"][label]["artifact"] = rel
+    return _write_audit(run, audit), {}
+
+
+def _audit_targets(ctx: Context, targets: dict, cache_dir: Path, cfg=None) -> dict:
+    from edgeprune.attack.audit import AuditPlan, ModelFactory, pipeline_key, run_audit
+    from edgeprune.attack.signals import SignalCache
+
+    cfg = cfg or ctx.recipe.audit
+    plan = AuditPlan(cfg.attacks, cfg.shadows, cfg.references, cfg.max_samples, cfg.population, cfg.bootstrap,
+                     ctx.recipe.seed)
+    factory = ModelFactory(ctx.fresh_model, ctx.ds.in_shape, ctx.recipe,
+                           pipeline_key(ctx.recipe, ctx.split.hash()), list(targets))
+    return run_audit(ctx.ds, ctx.split, targets, plan, factory, SignalCache(cache_dir))
+
+
+def _write_audit(run, audit: dict) -> list[str]:
+    from edgeprune.attack.plots import per_class_plot, roc_plot
+
     run.write_json("audit.json", audit)
-    return ["audit.json"], {}
+    roc_plot(audit, run.tmp_path("audit_roc.png"))
+    run.commit("audit_roc.png")
+    per_class_plot(audit, run.tmp_path("audit_per_class.png"))
+    run.commit("audit_per_class.png")
+    return ["audit.json", "audit_roc.png", "audit_per_class.png"]
 
 
 def _stage_bench(ctx: Context, run):
@@ -275,6 +290,58 @@ def _stage_report(ctx: Context, run):
     run.write_json("report.json", report)
     run.write_text("report.md", to_markdown(report))
     return ["report.json", "report.md"], {}
+
+
+def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: int | None = None,
+              references: int | None = None, on: str = "onnx", data: str | None = None, log=print) -> dict:
+    """Re-audit a finished run (signals are cached in the run, so other attacks cost little)."""
+    import dataclasses
+
+    from edgeprune.attack.signals import onnx_predictor, torch_predictor
+    from edgeprune.recipe import from_dict
+    from edgeprune.run import Run, read_manifest
+
+    manifest = read_manifest(run_dir)
+    recipe = from_dict(Recipe, manifest["recipe"])
+    if data is not None and data != recipe.data:
+        raise ConfigError(f"run {run_dir} was made on {recipe.data!r}, not {data!r}")
+    if on not in ("onnx", "torch"):
+        raise ConfigError(f"--on must be onnx or torch, got {on!r}")
+    ctx = Context(recipe)
+    if ctx.split.hash() != manifest["split"]["hash"]:
+        raise RunDirError(f"the data behind {run_dir} changed (split hash differs); cannot audit it")
+    cfg = dataclasses.replace(
+        recipe.audit,
+        attacks=attacks if attacks is not None else recipe.audit.attacks,
+        shadows=recipe.audit.shadows if shadows is None else shadows,
+        references=recipe.audit.references if references is None else references,
+    )
+    if cfg.references == 1:
+        raise ConfigError("--references must be 0 or at least 2 (LiRA needs IN and OUT references)")
+    run = Run(run_dir, manifest["recipe"], resume=True)
+    try:
+        if on == "onnx":
+            variants = _variants(ctx, run)
+            targets = {label: onnx_predictor(run.path(rel), key=f"{label}-{manifest['artifacts'][rel][:16]}")
+                       for label, rel in variants}
+        else:
+            variants = [("dense", DENSE_WEIGHTS), ("pruned", WEIGHTS)]
+            targets = {"dense": torch_predictor(load_dense(ctx, run.dir), f"torch-dense-{manifest['artifacts'][DENSE_WEIGHTS][:16]}"),
+                       "pruned": torch_predictor(load_pruned(ctx, run.dir), f"torch-pruned-{manifest['artifacts'][WEIGHTS][:16]}")}
+        audit = _audit_targets(ctx, targets, run.path("audit_cache"), cfg)
+        audit["on"] = "onnxruntime (the exported artifacts)" if on == "onnx" else "torch (fp32 modules)"
+        for label, rel in variants:
+            audit["variants"][label]["artifact"] = rel
+        artifacts = _write_audit(run, audit)
+        run.manifest["stages"]["audit"]["artifacts"] = artifacts
+        run.manifest["stages"]["audit"]["results"] = {"attacks": audit["attacks_requested"], "on": on}
+        if "bench" in run.manifest["stages"]:
+            _stage_report(ctx, run)
+        run.save_manifest()
+    finally:
+        run.complete()
+    log(f"audit written to {Path(run_dir) / 'audit.json'}")
+    return audit
 
 
 def machine() -> dict:

@@ -86,6 +86,48 @@ def compress(
     _guard(go)
 
 
+@app.command()
+def audit(
+    run_dir: Path = typer.Argument(..., help="a run directory made by `edgeprune compress`"),
+    data: str | None = typer.Option(None, "--data", "-d", help="the run's data spec (checked against the run)"),
+    attacks: str = typer.Option("", help="comma-separated attack names, or 'all' (default: the run's recipe)"),
+    shadows: int | None = typer.Option(None, help="shadow models through the same pipeline (nn, samia, diff, class-wise)"),
+    references: int | None = typer.Option(None, help="reference models for lira / rmia (even numbers pair up)"),
+    on: str = typer.Option("onnx", help="audit the exported ONNX artifacts (int8 numerics included) or the torch modules"),
+):
+    """Membership-inference audit of a run's dense and compressed models (table sorted by TPR@0.1%FPR)."""
+
+    def go():
+        from edgeprune import api
+        from edgeprune.attack.tables import audit_table
+
+        names = [a.strip() for a in attacks.split(",") if a.strip()] or None
+        result = api.audit_run(run_dir, names, shadows, references, on, data,
+                               log=lambda m: _console(stderr=True).print(m))
+        con = _console()
+        for table in audit_table(result):
+            con.print(table)
+        t = result["timing"]
+        con.print(f"training attacker models {t['shadow_and_reference_training_s']:.1f}s, signals {t['signals_s']:.1f}s, "
+                  f"attacks {t['attacks_s']:.1f}s; plots: {run_dir}/audit_roc.png, {run_dir}/audit_per_class.png")
+
+    _guard(go)
+
+
+@app.command()
+def attacks():
+    """List the membership-inference attacks."""
+    from rich.table import Table
+
+    from edgeprune.attack.audit import ATTACKS
+
+    t = Table("attack", "needs", "description")
+    for name in ATTACKS.names():
+        a = ATTACKS.get(name)
+        t.add_row(name, ", ".join(sorted(a.needs)) or "-", a.doc)
+    _console().print(t)
+
+
 def _registry_table(registry, heading: str) -> None:
     from rich.table import Table
 

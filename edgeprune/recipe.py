@@ -56,8 +56,12 @@ class ExportConfig:
 
 @dataclass
 class AuditConfig:
-    attacks: list[str] = field(default_factory=lambda: ["loss", "confidence"])
-    max_samples: int = 5000  # per side (members / non-members)
+    attacks: list[str] = field(default_factory=lambda: ["loss", "confidence"])  # or ["all"]
+    shadows: int = 0  # shadow models (same pipeline as the target) for nn / samia / class-wise / diff
+    references: int = 0  # reference models for lira / rmia
+    max_samples: int = 5000  # candidates per side (members / non-members)
+    population: int = 2000  # pool samples for RMIA
+    bootstrap: int = 200  # resamples for the 95% confidence intervals
 
 
 @dataclass
@@ -109,6 +113,10 @@ class Recipe:
             raise ConfigError(f"quant activations must be uint8 or int8, got {self.quant.activations!r}")
         if self.quant.calibration not in ("minmax", "entropy", "percentile"):
             raise ConfigError(f"calibration must be minmax, entropy or percentile, got {self.quant.calibration!r}")
+        if self.audit.shadows < 0 or self.audit.references < 0:
+            raise ConfigError("audit shadows and references must be >= 0")
+        if self.audit.references == 1:
+            raise ConfigError("audit references must be 0 or at least 2 (LiRA needs IN and OUT references)")
         if not self.bench.batches or any(b < 1 for b in self.bench.batches):
             raise ConfigError(f"bench batches must be positive, got {self.bench.batches}")
         if self.version != RECIPE_VERSION:

@@ -139,7 +139,7 @@ class Run:
         """A temp path beside ``rel`` for libraries that write files themselves; ``commit`` renames it."""
         p = self.path(rel)
         p.parent.mkdir(parents=True, exist_ok=True)
-        return p.with_name(f".{p.name}.tmp")
+        return p.with_name(f".{p.stem}.tmp{p.suffix}")
 
     def commit(self, rel: str) -> Path:
         os.replace(self.tmp_path(rel), self.path(rel))

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from edgeprune.attack.audit import audit_signals
-from edgeprune.attack.metric import ATTACKS
-from edgeprune.attack.metrics import attack_metrics
-from edgeprune.attack.signals import Signals
+from edgeprune.attack.audit import ATTACKS, resolve_attacks
+from edgeprune.attack.base import AttackInputs, References, ShadowSet
+from edgeprune.attack.metrics import _weighted_metrics, attack_metrics, bootstrap_ci, per_class_auc
+from edgeprune.attack.signals import Signals, sensitivity, true_class_logit_gap
 
 
 def test_auc_agrees_with_sklearn_on_random_scores():
@@ -15,37 +15,100 @@ def test_auc_agrees_with_sklearn_on_random_scores():
     assert attack_metrics(y, s)["auc"] == pytest.approx(roc_auc_score(y, s))
 
 
+def test_weighted_metrics_match_sklearn_with_ties():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 3000).astype(bool)
+    s = np.round(rng.normal(size=3000) + y, 1)  # many ties
+    w = _weighted_metrics(s, y, np.ones((1, 3000)))
+    ref = attack_metrics(y, s)
+    for k, v in ref.items():
+        assert w[k][0] == pytest.approx(v, abs=1e-12), k
+    ci = bootstrap_ci(y, s, n=100, seed=0)
+    assert ci["auc"][0] < ref["auc"] < ci["auc"][1]
+    assert ci["auc"][1] - ci["auc"][0] < 0.06
+
+
 def test_tpr_at_fpr_on_a_hand_made_score_set():
     # 1000 non-members with scores 0..999, 100 members: 50 above every non-member, 50 at the bottom
     nonmember = np.arange(1000, dtype=float)
     member = np.concatenate([np.full(50, 5000.0), np.full(50, -1.0)])
     y = np.concatenate([np.zeros(1000, bool), np.ones(100, bool)])
     m = attack_metrics(y, np.concatenate([nonmember, member]))
-    assert m["tpr@0.001fpr"] == pytest.approx(0.5)  # 1 false positive allowed: still only the 50 top members
+    assert m["tpr@0.001fpr"] == pytest.approx(0.5)
     assert m["tpr@0.01fpr"] == pytest.approx(0.5)
+    assert m["tpr@0.0001fpr"] == pytest.approx(0.5)
+    # 30 members tie with the 10 highest non-members: at 1% FPR (10 FP) they count, at 0.1% they do not
+    member2 = np.concatenate([np.full(50, 5000.0), np.full(30, 995.0), np.full(20, -1.0)])
+    nonmember2 = nonmember.copy()
+    nonmember2[-10:] = 995.0
+    m2 = attack_metrics(y, np.concatenate([nonmember2, member2]))
+    assert m2["tpr@0.01fpr"] == pytest.approx(0.8) and m2["tpr@0.001fpr"] == pytest.approx(0.5)
     perfect = attack_metrics(y, np.concatenate([nonmember, np.full(100, 5000.0)]))
     assert perfect["auc"] == 1.0 and perfect["tpr@0.001fpr"] == 1.0 and perfect["balanced_accuracy"] == 1.0
 
 
-def test_constant_model_leaks_nothing():
+def test_per_class_auc():
+    y = np.array([1, 1, 0, 0, 1, 1, 0, 0], bool)
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    scores = np.array([3, 4, 1, 2, 1, 2, 3, 4], float)
+    assert per_class_auc(y, scores, labels) == {"0": 1.0, "1": 0.0}
+
+
+def test_logit_gap_and_sensitivity():
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 5.0, -1.0]])
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.array([0, 2])
+    want = np.log(p[[0, 1], labels] / (1 - p[[0, 1], labels]))
+    np.testing.assert_allclose(true_class_logit_gap(logits, labels), want, rtol=1e-10)
+    const = sensitivity(lambda x: np.zeros((len(x), 3)), np.ones((4, 2), np.float32))
+    assert np.all(const == 0)
+    lin = sensitivity(lambda x: np.stack([x[:, 0], -x[:, 0]], 1) * 10, np.zeros((4, 2), np.float32))
+    assert np.all(lin > 0)
+
+
+def _signals(rng, n, k, member_boost):
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += member_boost
+    sens = np.abs(rng.normal(size=(n, k)))
+    return Signals(logits, y, sens)
+
+
+def test_a_constant_model_leaks_nothing_to_any_attack():
     rng = np.random.default_rng(0)
-    x_in, x_out = rng.normal(size=(300, 4)), rng.normal(size=(300, 4))
-    y_in, y_out = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
-    const = np.array([0.2, 1.0, -0.5])
-    sig = Signals.compute(lambda x: np.tile(const, (len(x), 1)), x_in, y_in, x_out, y_out)
-    res = audit_signals(sig, ATTACKS.names())
-    for name, r in res["attacks"].items():
-        assert abs(r["auc"] - 0.5) < 0.05, name
+    n, k = 1000, 10
+    labels = rng.integers(0, k, 2 * n)
+    is_member = np.arange(2 * n) < n
+    target = Signals(np.tile(np.linspace(-1, 1, k), (2 * n, 1)), labels, np.zeros((2 * n, k)))
+    shadows = []
+    for _ in range(2):  # real-looking shadows where members do stand out
+        sin, sout = _signals(rng, n, k, 3.0), _signals(rng, n, k, 1.0)
+        sig = Signals(np.concatenate([sin.logits, sout.logits]), np.concatenate([sin.labels, sout.labels]),
+                      np.concatenate([sin.sens, sout.sens]))
+        shadows.append(ShadowSet(sig, is_member.copy(), dense=sig))
+    r = 8
+    ref_in = np.zeros((r, 2 * n), bool)
+    for i in range(0, r, 2):
+        half = rng.permutation(2 * n) < n
+        ref_in[i], ref_in[i + 1] = half, ~half
+    phi = rng.normal(size=(r, 2 * n)) + ref_in
+    refs = References(phi, 1 / (1 + np.exp(-phi)), ref_in, rng.uniform(0.1, 0.9, size=(r, 500)))
+    pop = Signals(np.tile(np.linspace(-1, 1, k), (500, 1)), rng.integers(0, k, 500))
+    inp = AttackInputs(target, dense=target, shadows=shadows, refs=refs, population=pop, seed=0)
+    for name in resolve_attacks(["all"]):
+        atk = ATTACKS.get(name)
+        assert atk.missing(inp) is None, name
+        auc = attack_metrics(is_member, atk.fn(inp))["auc"]
+        assert abs(auc - 0.5) < 0.05, (name, auc)
 
 
-def test_an_overconfident_model_on_members_is_caught():
-    rng = np.random.default_rng(1)
-    n, k = 400, 5
-    y = rng.integers(0, k, 2 * n)
-    logits = rng.normal(size=(2 * n, k))
-    logits[np.arange(n), y[:n]] += 4.0  # members: confident in the true class
-    sig = Signals(logits, y, np.arange(2 * n) < n)
-    res = audit_signals(sig, ["loss", "confidence", "top1", "entropy"])
-    assert res["attacks"]["loss"]["auc"] > 0.9
-    assert res["strongest"] in ("loss", "confidence")
-    np.testing.assert_allclose(sig.probs.sum(1), 1.0)
+def test_attacks_say_what_they_need():
+    rng = np.random.default_rng(0)
+    inp = AttackInputs(_signals(rng, 20, 3, 1.0))
+    assert ATTACKS.get("loss").missing(inp) is None
+    assert "shadow" in ATTACKS.get("samia").missing(inp)
+    assert "reference" in ATTACKS.get("lira-online").missing(inp)
+    from edgeprune.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError):
+        resolve_attacks(["loss", "telepathy"])

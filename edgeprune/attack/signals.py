@@ -1,39 +1,98 @@
-"""Per-sample signals computed once from a predict function and cached; attacks are functions of them."""
+"""Per-sample signals, computed once from a predict function and cached; attacks are functions of them.
+
+A predictor maps inputs to logits: a torch module, an onnxruntime session (so the audit sees the deployed
+numerics, int8 included) or, later, a remote runner. Nothing here sees training code.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
 Predict = Callable[[np.ndarray], np.ndarray]  # inputs -> logits
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+@dataclass
+class Predictor:
+    predict: Predict
+    key: str  # identifies the model for the signal cache (artifact sha256, or how a shadow was made)
+
+
+def torch_predictor(model, key: str, batch_size: int = 512) -> Predictor:
+    import torch
+
+    model = model.eval()
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            return np.concatenate([model(t[i : i + batch_size]).numpy() for i in range(0, len(t), batch_size)])
+
+    return Predictor(predict, key)
+
+
+def onnx_predictor(path: str | Path, key: str | None = None, threads: int = 1, batch_size: int = 512) -> Predictor:
+    from edgeprune.export.onnx import session
+    from edgeprune.run import sha256_file
+
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return np.concatenate([sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
+
+    return Predictor(predict, key or f"onnx-{sha256_file(Path(path))[:16]}")
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    return np.exp(log_softmax(logits))
+
+
+def true_class_logit_gap(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """LiRA's logit-scaled confidence log(p_y / (1 - p_y)), computed stably from logits (last axis)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    idx = np.expand_dims(np.broadcast_to(labels, logits.shape[:-1]), -1)
+    zy = np.take_along_axis(logits, idx, -1)[..., 0]
+    others = logits.copy()
+    np.put_along_axis(others, idx, -np.inf, -1)
+    m = others.max(-1, keepdims=True)
+    lse = m[..., 0] + np.log(np.exp(others - m).sum(-1))
+    return zy - lse
+
+
+def sensitivity(predict: Predict, x: np.ndarray, draws: int = 8, eps: float = 0.01, seed: int = 0) -> np.ndarray:
+    """SAMIA's sensitivity vector: mean over draws of |softmax(x + eps*u) - softmax(x)| / eps, u ~ N(0, I)."""
+    rng = np.random.default_rng(seed)
+    base = softmax(predict(x).astype(np.float64))
+    acc = np.zeros_like(base)
+    for _ in range(draws):
+        u = rng.standard_normal(x.shape).astype(np.float32)
+        acc += np.abs(softmax(predict(x + eps * u).astype(np.float64)) - base) / eps
+    return acc / draws
 
 
 @dataclass
 class Signals:
-    """Logits of the audited model on target members and non-members."""
+    """What one model outputs on one sample set (with labels). Derived signals are computed lazily."""
 
     logits: np.ndarray  # (N, K) float64
     labels: np.ndarray  # (N,)
-    is_member: np.ndarray  # (N,) bool
-
-    @classmethod
-    def compute(cls, predict: Predict, x_in: np.ndarray, y_in: np.ndarray, x_out: np.ndarray, y_out: np.ndarray) -> Signals:
-        logits = np.concatenate([predict(x_in), predict(x_out)]).astype(np.float64)
-        labels = np.concatenate([y_in, y_out])
-        member = np.concatenate([np.ones(len(y_in), bool), np.zeros(len(y_out), bool)])
-        return cls(logits, labels, member)
+    sens: np.ndarray | None = None  # (N, K) sensitivity, when an attack asked for it
 
     @cached_property
     def log_probs(self) -> np.ndarray:
-        return _log_softmax(self.logits)
+        return log_softmax(self.logits)
 
     @cached_property
     def probs(self) -> np.ndarray:
@@ -44,9 +103,69 @@ class Signals:
         return -self.log_probs[np.arange(len(self.labels)), self.labels]
 
     @cached_property
+    def true_prob(self) -> np.ndarray:
+        return self.probs[np.arange(len(self.labels)), self.labels]
+
+    @cached_property
+    def phi(self) -> np.ndarray:
+        return true_class_logit_gap(self.logits, self.labels)
+
+    @cached_property
     def correct(self) -> np.ndarray:
         return self.logits.argmax(1) == self.labels
 
-    def accuracy(self, members: bool) -> float:
-        sel = self.is_member if members else ~self.is_member
-        return float(self.correct[sel].mean())
+    def subset(self, idx: np.ndarray) -> Signals:
+        return Signals(self.logits[idx], self.labels[idx], None if self.sens is None else self.sens[idx])
+
+
+class SignalCache:
+    """Signals on disk (npz, no pickles), keyed by model key + sample set + what was computed."""
+
+    def __init__(self, root: str | Path | None):
+        self.root = Path(root) if root else None
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, model_key: str, sample_key: str, with_sens: bool) -> Path | None:
+        if self.root is None:
+            return None
+        h = hashlib.sha256(f"{model_key}|{sample_key}|{with_sens}".encode()).hexdigest()[:24]
+        return self.root / f"{h}.npz"
+
+    def get(self, model_key: str, sample_key: str, with_sens: bool) -> Signals | None:
+        p = self._path(model_key, sample_key, with_sens)
+        if p is not None and not p.is_file() and not with_sens:  # an entry with sensitivity serves too
+            p = self._path(model_key, sample_key, True)
+        if p is None or not p.is_file():
+            return None
+        with np.load(p, allow_pickle=False) as z:
+            self.hits += 1
+            return Signals(z["logits"], z["labels"], z["sens"] if "sens" in z.files else None)
+
+    def put(self, model_key: str, sample_key: str, sig: Signals) -> None:
+        p = self._path(model_key, sample_key, sig.sens is not None)
+        if p is None:
+            return
+        p.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"logits": sig.logits, "labels": sig.labels}
+        if sig.sens is not None:
+            arrays["sens"] = sig.sens
+        tmp = p.with_name(p.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(p)
+
+    def signals(self, pred: Predictor, x: np.ndarray, y: np.ndarray, sample_key: str, with_sens=False,
+                seed: int = 0) -> Signals:
+        got = self.get(pred.key, sample_key, with_sens)
+        if got is not None:
+            return got
+        self.misses += 1
+        logits = pred.predict(x).astype(np.float64)
+        sens = sensitivity(pred.predict, x, seed=seed) if with_sens else None
+        sig = Signals(logits, np.asarray(y), sens)
+        self.put(pred.key, sample_key, sig)
+        return sig
+
+
+def sample_key(idx: np.ndarray, tag: str) -> str:
+    return f"{tag}-{hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes()).hexdigest()[:16]}"

@@ -42,8 +42,13 @@ def build_report(manifest: dict, run_dir: Path) -> dict:
     }
 
 
+def attack_names(report: dict) -> list[str]:
+    """Attacks that ran on at least one variant, in a stable order."""
+    return list(dict.fromkeys(a for r in report["rows"] for a in r["attacks"]))
+
+
 def columns(report: dict) -> list[str]:
-    attacks = list(report["rows"][0]["attacks"]) if report["rows"] else []
+    attacks = attack_names(report)
     batches = list(report["rows"][0]["latency"]) if report["rows"] else []
     cols = ["variant", "params", "ONNX KB", "train acc", "test acc"]
     cols += [f"{a} AUC" for a in attacks] + ["TPR@1%FPR"]
@@ -56,8 +61,9 @@ def row_cells(report: dict) -> list[list[str]]:
     for r in report["rows"]:
         cells = [r["variant"], f"{r['params']:,}", f"{r['onnx_kb']:.0f}", f"{r['train_accuracy']:.3f}",
                  f"{r['test_accuracy']:.3f}"]
-        cells += [f"{v['auc']:.3f}" for v in r["attacks"].values()]
-        cells.append(f"{max(v['tpr@0.01fpr'] for v in r['attacks'].values()):.3f}")
+        cells += [f"{r['attacks'][a]['auc']:.3f}" if a in r["attacks"] else "-" for a in attack_names(report)]
+        tprs = [v["tpr@0.01fpr"] for v in r["attacks"].values()]
+        cells.append(f"{max(tprs):.3f}" if tprs else "-")
         cells += [f"{v['p50_ms']:.3f}" for v in r["latency"].values()]
         cells += [f"{v['speedup_vs_dense']:.2f}x" for v in r["latency"].values()]
         out.append(cells)

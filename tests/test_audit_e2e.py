@@ -1,0 +1,105 @@
+"""End-to-end audits from the CLI on real (generated) data."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from edgeprune.cli import app
+
+runner = CliRunner()
+FAST_BENCH = {"batches": [1], "warmup_s": 0.0, "duration_s": 0.05, "min_runs": 3}
+
+
+@pytest.fixture(scope="module")
+def overfit_run(tmp_path_factory):
+    """An overfit MLP on purchase-synth, audited with every attack (2 shadows, 8 references)."""
+    tmp = tmp_path_factory.mktemp("audit")
+    recipe = {
+        "model": "mlp", "data": "purchase-synth:12000", "seed": 0,
+        "train": {"epochs": 10}, "finetune": {"epochs": 3},
+        "audit": {"attacks": ["all"], "shadows": 2, "references": 8, "bootstrap": 50},
+        "bench": FAST_BENCH,
+    }
+    (tmp / "r.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp / "run"
+    res = runner.invoke(app, ["compress", "mlp", "--recipe", str(tmp / "r.yaml"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_every_attack_leaks_and_lira_beats_loss_at_low_fpr(overfit_run):
+    audit = json.loads((overfit_run / "audit.json").read_text())
+    assert audit["references"]["used"] == 8 and audit["shadows"]["used"] == 2
+    for variant in ("dense", "pruned", "pruned+int8"):
+        info = audit["variants"][variant]
+        assert not info["skipped"] if variant != "dense" else set(info["skipped"]) == {"diff"}
+        for name, r in info["attacks"].items():
+            assert r["auc"] > 0.6, (variant, name, r["auc"])
+            assert r["ci95"]["auc"][0] <= r["auc"] <= r["ci95"]["auc"][1]
+        # the published ordering: online LiRA (fixed variance with few references) beats the loss attack
+        assert info["attacks"]["lira-online-fixed"]["tpr@0.001fpr"] > info["attacks"]["loss"]["tpr@0.001fpr"]
+    assert (overfit_run / "audit_roc.png").stat().st_size > 10_000
+    assert (overfit_run / "audit_per_class.png").stat().st_size > 10_000
+
+
+def test_reaudit_reuses_cached_signals(overfit_run):
+    before = json.loads((overfit_run / "audit.json").read_text())
+    res = runner.invoke(app, ["audit", str(overfit_run), "--attacks", "loss,lira-online,rmia", "--shadows", "2",
+                              "--references", "8"])
+    assert res.exit_code == 0, res.output
+    after = json.loads((overfit_run / "audit.json").read_text())
+    assert after["shadows"]["trained_now"] == 0 and after["references"]["trained_now"] == 0
+    assert after["cache"]["misses"] == 0 and after["cache"]["hits"] > 0
+    for name in ("loss", "lira-online", "rmia"):
+        assert after["variants"]["pruned"]["attacks"][name]["auc"] == before["variants"]["pruned"]["attacks"][name]["auc"]
+    assert "TPR@0.1%" in res.output
+    # the manifest still vouches for every artifact after the audit rewrote some
+    from edgeprune.run import sha256_file
+
+    man = json.loads((overfit_run / "manifest.json").read_text())
+    for rel, digest in man["artifacts"].items():
+        assert sha256_file(overfit_run / rel) == digest, rel
+
+
+def test_onnx_and_torch_paths_give_the_same_signals(overfit_run):
+    from edgeprune import api
+    from edgeprune.attack.signals import Signals, onnx_predictor, torch_predictor
+    from edgeprune.recipe import Recipe, from_dict
+
+    man = json.loads((overfit_run / "manifest.json").read_text())
+    ctx = api.Context(from_dict(Recipe, man["recipe"]))
+    x, y = ctx.arrays("nonmembers", 500)
+    for rel, model in (("model.onnx", api.load_pruned(ctx, overfit_run)), ("dense/model.onnx", api.load_dense(ctx, overfit_run))):
+        a = Signals(onnx_predictor(overfit_run / rel).predict(x).astype(np.float64), y)
+        b = Signals(torch_predictor(model, "t").predict(x).astype(np.float64), y)
+        assert np.abs(a.logits - b.logits).max() < 1e-4
+        assert np.abs(a.loss - b.loss).max() < 1e-4 and np.abs(a.phi - b.phi).max() < 1e-4
+
+
+def test_audit_on_torch_and_bad_options(overfit_run, tmp_path):
+    res = runner.invoke(app, ["audit", str(overfit_run), "--on", "torch", "--attacks", "loss,entropy"])
+    assert res.exit_code == 0, res.output
+    audit = json.loads((overfit_run / "audit.json").read_text())
+    assert set(audit["variants"]) == {"dense", "pruned"} and audit["on"].startswith("torch")
+    for args, match in ((["--references", "1"], "at least 2"), (["--attacks", "telepathy"], "unknown attack"),
+                        (["--on", "tflite"], "onnx or torch"), (["--data", "digits"], "was made on")):
+        res = runner.invoke(app, ["audit", str(overfit_run), *args])
+        assert res.exit_code == 2 and "Traceback" not in res.output and match in res.output, res.output
+    res = runner.invoke(app, ["audit", str(tmp_path)])
+    assert res.exit_code == 2 and "not an edgeprune run" in res.output
+
+
+def test_audit_on_digits(tmp_path):
+    out = tmp_path / "digits"
+    recipe = {"train": {"epochs": 3}, "finetune": {"epochs": 1}, "bench": FAST_BENCH, "quant": {"mode": "none"}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    res = runner.invoke(app, ["compress", "lenet5", "--data", "digits", "--recipe", str(tmp_path / "r.yaml"),
+                              "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["audit", str(out), "--attacks", "loss,mentr,nn,samia", "--shadows", "1"])
+    assert res.exit_code == 0, res.output
+    audit = json.loads((out / "audit.json").read_text())
+    assert set(audit["variants"]["pruned"]["attacks"]) == {"loss", "mentr", "nn", "samia"}
