@@ -112,3 +112,14 @@ def test_attacks_say_what_they_need():
 
     with pytest.raises(UnknownNameError):
         resolve_attacks(["loss", "telepathy"])
+
+
+def test_per_class_auc_matches_sklearn():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, 2000)
+    y = rng.integers(0, 2, 2000).astype(bool)
+    s = np.round(rng.normal(size=2000) + y * (labels / 5), 1)
+    got = per_class_auc(y, s, labels)
+    for c, auc in got.items():
+        sel = labels == int(c)
+        assert auc == pytest.approx(roc_auc_score(y[sel], s[sel]), abs=1e-12)

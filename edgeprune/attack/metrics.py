@@ -69,13 +69,18 @@ def bootstrap_ci(is_member: np.ndarray, scores: np.ndarray, n: int = 200, seed: 
 
 
 def per_class_auc(is_member: np.ndarray, scores: np.ndarray, labels: np.ndarray, min_per_side: int = 2) -> dict:
-    out = {}
-    for c in np.unique(labels):
-        sel = labels == c
-        m = is_member[sel]
-        if m.sum() >= min_per_side and (~m).sum() >= min_per_side:
-            out[str(int(c))] = float(roc_auc_score(m, scores[sel]))
-    return out
+    """AUC within each class (classes with fewer than ``min_per_side`` members or non-members are left out).
+
+    One weighted-ROC pass with a 0/1 weight row per class instead of one scikit-learn call per class."""
+    is_member = np.asarray(is_member, bool)
+    classes = [c for c in np.unique(labels)
+               if (is_member & (labels == c)).sum() >= min_per_side and (~is_member & (labels == c)).sum() >= min_per_side]
+    if not classes:
+        return {}
+    scores = np.clip(np.nan_to_num(np.asarray(scores, np.float64), nan=-np.inf), -1e300, 1e300)
+    weights = np.stack([(labels == c).astype(np.float64) for c in classes])
+    auc = _weighted_metrics(scores, is_member, weights)["auc"]
+    return {str(int(c)): float(a) for c, a in zip(classes, auc, strict=True)}
 
 
 def roc_points(is_member: np.ndarray, scores: np.ndarray, max_points: int = 400) -> dict:
