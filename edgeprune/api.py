@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -366,3 +367,131 @@ def load_report(run_dir: str | Path) -> dict:
     if not p.is_file():
         raise RunDirError(f"{run_dir} has no report.json")
     return json.loads(p.read_text())
+
+
+def _open_run(run_dir: str | Path):
+    from edgeprune.recipe import from_dict
+    from edgeprune.run import read_manifest
+
+    manifest = read_manifest(run_dir)
+    if not manifest.get("complete"):
+        raise RunDirError(f"{run_dir} is not a finished run")
+    ctx = Context(from_dict(Recipe, manifest["recipe"]))
+    if ctx.split.hash() != manifest["split"]["hash"]:
+        raise RunDirError(f"the data behind {run_dir} changed (split hash differs)")
+    return manifest, ctx
+
+
+def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_batch: bool = False, batch: int = 1,
+               fp16: bool = False, int8: bool = False, activations: str | None = None,
+               calibration: str = "minmax", log=print) -> dict:
+    """Export the run's compressed model into RUN_DIR/export/ (fp32, and fp16 / int8 QDQ when asked),
+    each verified against torch on real samples; ``fmt='tensorrt'`` lints for TensorRT and builds engines
+    when tensorrt imports, otherwise writes the Jetson bundle whose script builds them on the device."""
+    import shutil
+    import tempfile
+
+    from edgeprune.export import tensorrt as trt_mod
+    from edgeprune.export.lint import errors, lint
+    from edgeprune.export.onnx import export_onnx, onnx_predict, to_fp16, verify_onnx
+    from edgeprune.quant.ptq import quantize_int8
+    from edgeprune.run import atomic_write_bytes, sha256_file
+
+    if fmt not in ("onnx", "tensorrt"):
+        raise ConfigError(f"--format must be onnx or tensorrt, got {fmt!r}")
+    if not 7 <= opset <= 23:
+        raise ConfigError(f"--opset must be between 7 and 23, got {opset}")
+    if batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {batch}")
+    activations = activations or ("int8" if fmt == "tensorrt" else "uint8")
+    manifest, ctx = _open_run(run_dir)
+    run_dir = Path(run_dir)
+    model = load_pruned(ctx, run_dir)
+    xv, _ = ctx.arrays("nonmembers", ctx.recipe.export.verify_samples)
+    xt, yt = ctx.arrays("nonmembers")
+    xc, _ = ctx.arrays("members", ctx.recipe.quant.calibration_samples)
+    final = run_dir / "export"
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".export."))
+    try:
+        files = {}
+        fp32 = export_onnx(model, ctx.ds.in_shape, tmp / "model.fp32.onnx", opset=opset,
+                           dynamic_batch=dynamic_batch, batch=batch)
+        files["model.fp32.onnx"] = {"precision": "fp32", **verify_onnx(model, fp32, xv, rtol=ctx.recipe.export.rtol).to_json()}
+        fp32_acc = float((onnx_predict(fp32, xt).argmax(1) == yt).mean())
+        files["model.fp32.onnx"]["test_accuracy"] = fp32_acc
+        if fp16:
+            f = to_fp16(fp32, tmp / "model.fp16.onnx")
+            v = verify_onnx(model, f, xv, rtol=2e-2, top1_min=0.98).to_json()
+            files[f.name] = {"precision": "fp16", **v, "test_accuracy": float((onnx_predict(f, xt).argmax(1) == yt).mean())}
+        if int8:
+            f = quantize_int8(fp32, tmp / "model.int8.onnx", xc, activations=activations, method=calibration)
+            q = onnx_predict(f, xt)
+            acc = float((q.argmax(1) == yt).mean())
+            if acc < fp32_acc - ctx.recipe.export.max_int8_drop:
+                raise VerificationFailed(f"int8 model accuracy {acc:.4f} is more than {ctx.recipe.export.max_int8_drop} "
+                                         f"below fp32 ({fp32_acc:.4f}); try --calibration entropy or percentile")
+            files[f.name] = {"precision": "int8", "activations": activations, "calibration": calibration,
+                             "calibration_samples": len(xc), "test_accuracy": acc,
+                             "top1_agreement_with_fp32": float((q.argmax(1) == onnx_predict(fp32, xt).argmax(1)).mean())}
+        result = {"format": fmt, "opset": opset, "dynamic_batch": dynamic_batch,
+                  "batch": None if dynamic_batch else batch, "files": files}
+        if fmt == "tensorrt":
+            result["lint"] = {name: [x.to_json() for x in lint(tmp / name)] for name in files}
+            bad = {name: errors(lint(tmp / name)) for name in files}
+            bad = {k: v for k, v in bad.items() if v}
+            if bad:
+                name, errs = next(iter(bad.items()))
+                raise VerificationFailed(f"{name} fails the TensorRT lint: {errs[0].message} ({len(errs)} error(s))")
+            if trt_mod.available():
+                for name, info in files.items():
+                    eng = name.replace(".onnx", ".engine")
+                    trt_mod.build_engine(tmp / name, tmp / eng, fp16=info["precision"] == "fp16",
+                                         int8=info["precision"] == "int8")
+                    info["engine"] = eng
+                result["tensorrt"] = "engines built here with the tensorrt Python API"
+            else:
+                precisions = [info["precision"] for info in files.values() if info["precision"] != "fp32"] or ["fp16"]
+                bundle_run(run_dir, run_dir / "bundle", precisions, batch, dynamic_batch, log=log)
+                result["tensorrt"] = "tensorrt is not installed here: engines will be built on the device by bundle/build_engine.sh"
+                log(f"[yellow]{result['tensorrt']}[/yellow]")
+        for name in list(files):
+            files[name]["sha256"] = sha256_file(tmp / name)
+        atomic_write_bytes(tmp / "export.json", (json.dumps(result, indent=2) + "\n").encode())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    manifest["export"] = {k: v for k, v in result.items() if k != "lint"}
+    for name in files:
+        manifest["artifacts"][f"export/{name}"] = files[name]["sha256"]
+    manifest["artifacts"]["export/export.json"] = sha256_file(final / "export.json")
+    atomic_write_bytes(run_dir / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return result
+
+
+class VerificationFailed(ConfigError):
+    """An exported artifact does not meet its tolerance (reported as one line, exit 2)."""
+
+
+def bundle_run(run_dir: str | Path, out: str | Path, precisions: list[str] | None = None, batch: int = 1,
+               dynamic_batch: bool = False, log=print) -> Path:
+    """The Jetson bundle of a run's compressed model (see edgeprune.export.bundle)."""
+    from edgeprune.export.bundle import make_bundle
+
+    precisions = precisions or ["fp16", "int8"]
+    for p in precisions:
+        if p not in ("fp32", "fp16", "int8"):
+            raise ConfigError(f"unknown precision {p!r}; choose from fp32, fp16, int8")
+    manifest, ctx = _open_run(run_dir)
+    model = load_pruned(ctx, Path(run_dir))
+    xc, _ = ctx.arrays("members", ctx.recipe.quant.calibration_samples)
+    xs, _ = ctx.arrays("nonmembers", 16)
+    kernels = Path(__file__).resolve().parent.parent / "kernels"
+    out = make_bundle(model, ctx.ds.in_shape, out, precisions, xc, xs, batch=batch, dynamic_batch=dynamic_batch,
+                      opset=ctx.recipe.export.opset, kernels_dir=kernels,
+                      source={"run": str(Path(run_dir).resolve()), "recipe_hash": manifest["recipe_hash"],
+                              "model": manifest["model"], "plan_sha256": manifest["artifacts"].get(PLAN)})
+    log(f"bundle written to {out}")
+    return out

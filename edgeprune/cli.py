@@ -115,6 +115,63 @@ def audit(
 
 
 @app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="a run directory made by `edgeprune compress`"),
+    format: str = typer.Option("onnx", "--format", help="onnx | tensorrt (lint + engine where tensorrt imports, else the bundle)"),
+    opset: int = typer.Option(20, help="ONNX opset"),
+    dynamic_batch: bool = typer.Option(False, help="dynamic batch dimension (else fixed at --batch)"),
+    batch: int = typer.Option(1, help="fixed batch size when not --dynamic-batch"),
+    fp16: bool = typer.Option(False, "--fp16", help="also write an fp16 model"),
+    int8: bool = typer.Option(False, "--int8", help="also write an int8 QDQ model (per-channel symmetric weights)"),
+    activations: str | None = typer.Option(None, help="int8 activations: uint8 (CPU) or int8 (TensorRT; default for --format tensorrt)"),
+    calibration: str = typer.Option("minmax", help="minmax | entropy | percentile"),
+):
+    """Export the compressed model to verified ONNX (fp32 / fp16 / int8 QDQ) or for TensorRT."""
+
+    def go():
+        from rich.table import Table
+
+        from edgeprune import api
+
+        res = api.export_run(run_dir, format, opset, dynamic_batch, batch, fp16, int8, activations, calibration,
+                             log=lambda m: _console(stderr=True).print(m))
+        t = Table("file", "precision", "max rel err", "top-1 agree", "test acc")
+        for name, info in res["files"].items():
+            err = info.get("max_rel_err")
+            agree = info.get("top1_agreement", info.get("top1_agreement_with_fp32"))
+            t.add_row(name, info["precision"], "-" if err is None else f"{err:.2e}",
+                      "-" if agree is None else f"{agree:.4f}", f"{info['test_accuracy']:.4f}")
+        _console().print(t)
+        for name, findings in res.get("lint", {}).items():
+            for f in findings:
+                _console().print(f"[{'red' if f['level'] == 'error' else 'yellow'}]{name}: {f['level']}: {f['message']}[/]")
+        _console().print(f"written to {run_dir / 'export'}")
+
+    _guard(go)
+
+
+@app.command()
+def bundle(
+    run_dir: Path = typer.Argument(..., help="a run directory made by `edgeprune compress`"),
+    out: Path = typer.Option(Path("bundle"), "--out", "-o", help="bundle directory"),
+    precision: str = typer.Option("fp16,int8", help="comma-separated: fp32, fp16, int8"),
+    batch: int = typer.Option(1, help="fixed batch size of the bundled models"),
+    dynamic_batch: bool = typer.Option(False, help="dynamic batch (build_engine.sh then passes shape profiles)"),
+):
+    """Write a Jetson deployment bundle: ONNX, plugin sources, build_engine.sh, bench.sh, run_onnx.py, manifest."""
+
+    def go():
+        from edgeprune import api
+
+        precisions = [p.strip() for p in precision.split(",") if p.strip()]
+        path = api.bundle_run(run_dir, out, precisions, batch, dynamic_batch,
+                              log=lambda m: _console(stderr=True).print(m))
+        _console().print(f"bundle: {path}  (copy it to the device, then ./build_engine.sh && ./bench.sh)")
+
+    _guard(go)
+
+
+@app.command()
 def attacks():
     """List the membership-inference attacks."""
     from rich.table import Table

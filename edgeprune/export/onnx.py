@@ -22,18 +22,19 @@ class VerificationError(UserError):
     """The exported graph does not compute what the torch model computes."""
 
 
-def export_onnx(model: nn.Module, in_shape: tuple[int, ...], path: str | Path, opset: int = 20) -> Path:
-    """Export ``model`` to one ONNX file with a dynamic batch dimension, constant-folded."""
+def export_onnx(model: nn.Module, in_shape: tuple[int, ...], path: str | Path, opset: int = 20,
+                dynamic_batch: bool = True, batch: int = 1) -> Path:
+    """Export ``model`` to one constant-folded ONNX file, with a dynamic or a fixed batch dimension."""
     model = model.eval()
     path = Path(path)
-    example = torch.zeros(2, *in_shape)
-    batch = torch.export.Dim("batch", min=1, max=65536)
+    example = torch.zeros(2 if dynamic_batch else batch, *in_shape)
+    dyn = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model, (example,), dynamo=True, external_data=False, input_names=[INPUT], output_names=[OUTPUT],
-            dynamic_shapes=({0: batch},), opset_version=opset, optimize=True, verbose=False,
+            dynamic_shapes=dyn, opset_version=opset, optimize=True, verbose=False,
         )
         program.save(str(path), external_data=False)
     return path
@@ -49,10 +50,38 @@ def session(path: str | Path, threads: int = 1):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def static_batch(sess) -> int | None:
+    dim = sess.get_inputs()[0].shape[0]
+    return dim if isinstance(dim, int) else None
+
+
 def onnx_predict(path: str | Path, x: np.ndarray, batch_size: int = 512, threads: int = 1) -> np.ndarray:
+    """Logits for every row of x; a graph with a fixed batch is fed in chunks of that size (padded)."""
     sess = session(path, threads)
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
+    fixed = static_batch(sess)
+    if fixed is None:
+        return np.concatenate([sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
+    outs = []
+    for i in range(0, len(x), fixed):
+        chunk = x[i : i + fixed]
+        n = len(chunk)
+        if n < fixed:
+            chunk = np.concatenate([chunk, np.zeros((fixed - n, *x.shape[1:]), x.dtype)])
+        outs.append(sess.run(None, {name: chunk})[0][:n])
+    return np.concatenate(outs)
+
+
+def to_fp16(src: str | Path, dst: str | Path) -> Path:
+    """fp16 weights and compute with fp32 inputs / outputs (onnxruntime's own converter)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+    return Path(dst)
 
 
 @dataclass
@@ -69,7 +98,7 @@ class Verification:
 
 
 @torch.no_grad()
-def verify_onnx(model: nn.Module, path: str | Path, x: np.ndarray, rtol: float = 1e-3, top1_min: float = 1.0) -> Verification:
+def verify_onnx(model: nn.Module, path: str | Path, x: np.ndarray, rtol: float = 1e-3, top1_min: float = 1.0) -> Verification:  # noqa: E501
     """Run torch and onnxruntime on the same real samples; raise VerificationError above tolerance."""
     ref = model.eval()(torch.from_numpy(x)).numpy()
     got = onnx_predict(path, x)

@@ -45,6 +45,13 @@ def quantize_int8(
     if act is None:
         raise ConfigError(f"activations must be uint8 or int8, got {activations!r}")
 
+    import onnx
+
+    dim0 = onnx.load(str(src), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    if dim0.HasField("dim_value"):  # a graph with a fixed batch takes calibration batches of exactly that size
+        batch_size = dim0.dim_value
+        calibration = calibration[: max(batch_size, len(calibration) // batch_size * batch_size)]
+
     class Reader(CalibrationDataReader):
         def __init__(self):
             self._batches = iter(

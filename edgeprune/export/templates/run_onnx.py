@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Portable check + benchmark of this bundle's ONNX models with onnxruntime (for devices without TensorRT).
+
+Needs only numpy and onnxruntime (onnxruntime-gpu on a Jetson uses CUDA when it is there).
+    python3 run_onnx.py [--model model.fp16.onnx] [--duration 5] [--out results/onnx.json]
+Checks the model against samples.npz (inputs and the outputs recorded where the bundle was made), then
+times it: p50 / p90 / p99 latency in ms. Exit code 1 when the outputs do not match.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main() -> int:
+    with open(os.path.join(HERE, "manifest.json")) as f:
+        manifest = json.load(f)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None, help="ONNX file in the bundle (default: every model)")
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--warmup", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", default=None, help="write the JSON here as well as to stdout")
+    args = ap.parse_args()
+
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    models = [args.model] if args.model else [m["file"] for m in manifest["models"]]
+    report = {"host": platform.node(), "machine": platform.machine(), "onnxruntime": ort.__version__,
+              "providers": providers, "results": []}
+    ok = True
+    with np.load(os.path.join(HERE, "samples.npz"), allow_pickle=False) as z:
+        x, ref_out = z["inputs"], {k: z[k] for k in z.files if k.startswith("outputs_")}
+    for entry in manifest["models"]:
+        if entry["file"] not in models:
+            continue
+        opts = ort.SessionOptions()
+        if args.threads:
+            opts.intra_op_num_threads = args.threads
+        sess = ort.InferenceSession(os.path.join(HERE, entry["file"]), sess_options=opts, providers=providers)
+        name = sess.get_inputs()[0].name
+        batch = entry["batch"] or 1
+        got = np.concatenate([sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+        want = ref_out["outputs_" + entry["precision"]]
+        err = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-12))
+        agree = float((got.argmax(1) == want.argmax(1)).mean())
+        passed = err <= entry["check_rtol"] and agree >= entry["check_top1"]
+        ok &= passed
+        feed = {name: x[:batch]}
+        end = time.perf_counter() + args.warmup
+        while time.perf_counter() < end:
+            sess.run(None, feed)
+        times = []
+        end = time.perf_counter() + args.duration
+        while time.perf_counter() < end or len(times) < 10:
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            times.append((time.perf_counter() - t0) * 1e3)
+        t = np.asarray(times)
+        report["results"].append({
+            "file": entry["file"], "precision": entry["precision"], "batch": batch, "check_passed": passed,
+            "max_rel_err": err, "top1_agreement": agree, "runs": int(t.size),
+            "p50_ms": float(np.percentile(t, 50)), "p90_ms": float(np.percentile(t, 90)),
+            "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean()),
+        })
+    text = json.dumps(report, indent=2)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
