@@ -371,11 +371,15 @@ def load_report(run_dir: str | Path) -> dict:
 
 def _open_run(run_dir: str | Path):
     from edgeprune.recipe import from_dict
-    from edgeprune.run import read_manifest
+    from edgeprune.run import read_manifest, sha256_file
 
     manifest = read_manifest(run_dir)
     if not manifest.get("complete"):
         raise RunDirError(f"{run_dir} is not a finished run")
+    for rel in (PLAN, WEIGHTS, DENSE_WEIGHTS):
+        p = Path(run_dir) / rel
+        if not p.is_file() or sha256_file(p) != manifest["artifacts"].get(rel):
+            raise RunDirError(f"{p} is missing or differs from the sha256 in the run's manifest")
     ctx = Context(from_dict(Recipe, manifest["recipe"]))
     if ctx.split.hash() != manifest["split"]["hash"]:
         raise RunDirError(f"the data behind {run_dir} changed (split hash differs)")
@@ -384,7 +388,7 @@ def _open_run(run_dir: str | Path):
 
 def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_batch: bool = False, batch: int = 1,
                fp16: bool = False, int8: bool = False, activations: str | None = None,
-               calibration: str = "minmax", log=print) -> dict:
+               calibration: str = "minmax", block: int = 32, dense_only: bool = False, log=print) -> dict:
     """Export the run's compressed model into RUN_DIR/export/ (fp32, and fp16 / int8 QDQ when asked),
     each verified against torch on real samples; ``fmt='tensorrt'`` lints for TensorRT and builds engines
     when tensorrt imports, otherwise writes the Jetson bundle whose script builds them on the device."""
@@ -419,6 +423,17 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_
         files["model.fp32.onnx"] = {"precision": "fp32", **verify_onnx(model, fp32, xv, rtol=ctx.recipe.export.rtol).to_json()}
         fp32_acc = float((onnx_predict(fp32, xt).argmax(1) == yt).mean())
         files["model.fp32.onnx"]["test_accuracy"] = fp32_acc
+        if not dense_only:  # block-sparse Linear layers become ai.edgeprune::BlockSparseLinear
+            from edgeprune.export.sparse_op import sparsify_onnx
+
+            bsr = tmp / "model.bsr.onnx"
+            layers = sparsify_onnx(fp32, bsr, block=block)
+            if layers:
+                v = verify_onnx(model, bsr, xv, rtol=ctx.recipe.export.rtol).to_json()
+                files[bsr.name] = {"precision": "fp32", "block_sparse_layers": layers, "block": block, **v,
+                                   "test_accuracy": float((onnx_predict(bsr, xt).argmax(1) == yt).mean())}
+            else:
+                bsr.unlink()
         if fp16:
             f = to_fp16(fp32, tmp / "model.fp16.onnx")
             v = verify_onnx(model, f, xv, rtol=2e-2, top1_min=0.98).to_json()

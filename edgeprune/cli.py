@@ -125,8 +125,10 @@ def export(
     int8: bool = typer.Option(False, "--int8", help="also write an int8 QDQ model (per-channel symmetric weights)"),
     activations: str | None = typer.Option(None, help="int8 activations: uint8 (CPU) or int8 (TensorRT; default for --format tensorrt)"),
     calibration: str = typer.Option("minmax", help="minmax | entropy | percentile"),
+    block: int = typer.Option(32, help="block size for block-sparse Linear layers (custom op ai.edgeprune)"),
+    dense: bool = typer.Option(False, "--dense", help="dense fallback only: no block-sparse custom ops"),
 ):
-    """Export the compressed model to verified ONNX (fp32 / fp16 / int8 QDQ) or for TensorRT."""
+    """Export the compressed model to verified ONNX (fp32 / fp16 / int8 QDQ / block-sparse) or for TensorRT."""
 
     def go():
         from rich.table import Table
@@ -134,7 +136,7 @@ def export(
         from edgeprune import api
 
         res = api.export_run(run_dir, format, opset, dynamic_batch, batch, fp16, int8, activations, calibration,
-                             log=lambda m: _console(stderr=True).print(m))
+                             block, dense, log=lambda m: _console(stderr=True).print(m))
         t = Table("file", "precision", "max rel err", "top-1 agree", "test acc")
         for name, info in res["files"].items():
             err = info.get("max_rel_err")

@@ -40,8 +40,19 @@ def export_onnx(model: nn.Module, in_shape: tuple[int, ...], path: str | Path, o
     return path
 
 
+def has_custom_ops(path: str | Path) -> bool:
+    import onnx
+
+    return any(o.domain == "ai.edgeprune" for o in onnx.load(str(path), load_external_data=False).opset_import)
+
+
 def session(path: str | Path, threads: int = 1):
     import onnxruntime as ort
+
+    if has_custom_ops(path):  # block-sparse custom ops run through onnxruntime-extensions
+        from edgeprune.export.sparse_op import session as sparse_session
+
+        return sparse_session(path, threads)
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
