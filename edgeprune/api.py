@@ -218,7 +218,7 @@ def _stage_quantize(ctx: Context, run):
     }
 
 
-def _variants(ctx: Context, run) -> list[tuple[str, str]]:
+def _variants(ctx: Context, run=None) -> list[tuple[str, str]]:
     out = [("dense", DENSE_ONNX), ("pruned", ONNX)]
     if ctx.recipe.quant.mode == "int8":
         out.append(("pruned+int8", INT8_ONNX))
@@ -260,27 +260,31 @@ def _write_audit(run, audit: dict) -> list[str]:
     return ["audit.json", "audit_roc.png", "audit_per_class.png"]
 
 
+def _run_targets(ctx: Context, run_dir: Path, with_torch: bool = False) -> list:
+    from edgeprune.bench.backends import Target
+
+    out = []
+    for label, rel in _variants(ctx, None):
+        module = None
+        if with_torch and label == "dense":
+            module = load_dense(ctx, run_dir)
+        elif with_torch and label == "pruned":
+            module = load_pruned(ctx, run_dir)
+        out.append(Target(label, ctx.ds.in_shape, str(run_dir / rel), module))
+    return out
+
+
 def _stage_bench(ctx: Context, run):
-    from edgeprune.bench.latency import ort_cpu_latency
-    from edgeprune.progress import progress
+    from edgeprune.bench.backends import Settings
+    from edgeprune.bench.latency import bench_targets
 
     cfg = ctx.recipe.bench
-    variants = _variants(ctx, run)
-    bench = {"backend": "ort-cpu", "threads": cfg.threads, "machine": machine(), "variants": {}}
-    with progress() as bar:
-        task = bar.add_task("latency", total=len(variants) * len(cfg.batches))
-        for label, rel in variants:
-            rows = []
-            for b in cfg.batches:
-                rows.append(ort_cpu_latency(run.path(rel), ctx.ds.in_shape, b, cfg.threads, cfg.warmup_s,
-                                            cfg.duration_s, cfg.min_runs, seed=ctx.recipe.seed))
-                bar.advance(task)
-            bench["variants"][label] = {"artifact": rel, "latency": rows}
-    dense = {r["batch"]: r["p50_ms"] for r in bench["variants"]["dense"]["latency"]}
-    for v in bench["variants"].values():
-        for r in v["latency"]:
-            r["speedup_vs_dense"] = dense[r["batch"]] / r["p50_ms"]
-    run.write_json("bench.json", bench)
+    settings = Settings(cfg.threads, cfg.warmup_s, cfg.duration_s, cfg.min_runs, seed=ctx.recipe.seed)
+    entries = bench_targets(_run_targets(ctx, run.dir), ["ort-cpu"], cfg.batches, settings, baseline="dense")
+    for e in entries:  # paths inside the run are stored relative to it
+        for v in e["variants"].values():
+            v["artifact"] = str(Path(v["artifact"]).relative_to(run.dir))
+    run.write_json("bench.json", {"machine": machine(), "entries": entries})
     return ["bench.json"], {}
 
 
@@ -510,3 +514,44 @@ def bundle_run(run_dir: str | Path, out: str | Path, precisions: list[str] | Non
                               "model": manifest["model"], "plan_sha256": manifest["artifacts"].get(PLAN)})
     log(f"bundle written to {out}")
     return out
+
+
+def bench(target: str | Path, backends: list[str], batches: list[int], threads: int = 1, warmup_s: float = 0.5,
+          duration_s: float = 2.0, cuda_graph: bool = False, log=print) -> tuple[Path, list[dict]]:
+    """Time a run's variants (dense baseline in the same invocation) or one ONNX file on each backend;
+    entries are appended to the run's bench.json (or ``<file>.bench.json`` next to an ONNX file)."""
+    from edgeprune.bench.backends import BACKENDS, Settings, Target
+    from edgeprune.bench.latency import bench_targets
+    from edgeprune.run import atomic_write_bytes, sha256_file
+
+    for b in backends:
+        BACKENDS.get(b)
+    if not batches or any(b < 1 for b in batches):
+        raise ConfigError(f"batch sizes must be positive, got {batches}")
+    if duration_s <= 0 or warmup_s < 0:
+        raise ConfigError("--duration must be > 0 and --warmup >= 0")
+    target = Path(target)
+    settings = Settings(threads, warmup_s, duration_s, cuda_graph=cuda_graph)
+    if target.is_dir():
+        manifest, ctx = _open_run(target)
+        targets = _run_targets(ctx, target, with_torch=any(b.startswith("torch") for b in backends))
+        out, baseline = target / "bench.json", "dense"
+    elif target.suffix == ".onnx" and target.is_file():
+        import onnx
+
+        dims = onnx.load(str(target), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1:]
+        if any(not d.HasField("dim_value") for d in dims):
+            raise ConfigError(f"{target}: only the batch dimension may be dynamic")
+        targets = [Target(target.stem, tuple(d.dim_value for d in dims), str(target))]
+        out, baseline, manifest = target.with_suffix(".bench.json"), None, None
+    else:
+        raise ConfigError(f"{target} is neither a run directory nor an .onnx file")
+    entries = bench_targets(targets, backends, batches, settings, baseline=baseline, log=log)
+    data = json.loads(out.read_text()) if out.is_file() else {"machine": machine(), "entries": []}
+    data["machine"] = machine()
+    data["entries"].extend(entries)
+    atomic_write_bytes(out, (json.dumps(data, indent=2) + "\n").encode())
+    if manifest is not None:
+        manifest["artifacts"]["bench.json"] = sha256_file(out)
+        atomic_write_bytes(target / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return out, entries

@@ -173,6 +173,100 @@ def bundle(
     _guard(go)
 
 
+@app.command("bench")
+def bench_cmd(
+    target: Path = typer.Argument(..., help="a run directory (dense baseline included) or an .onnx file"),
+    backend: str = typer.Option("ort-cpu", help="comma-separated: torch, torch-compile, ort-cpu, ort-cuda, tensorrt"),
+    batch: str = typer.Option("1,8,32", help="comma-separated batch sizes"),
+    threads: int = typer.Option(1, help="intra-op threads (onnxruntime, torch CPU)"),
+    warmup: float = typer.Option(0.5, help="seconds of warm-up per measurement"),
+    duration: float = typer.Option(2.0, help="minimum seconds of timed runs per measurement"),
+    cuda_graph: bool = typer.Option(False, help="torch on CUDA: replay a captured CUDA graph"),
+):
+    """Latency p50/p90/p99, throughput and peak memory per backend and batch; appended to bench.json."""
+
+    def go():
+        from rich.table import Table
+
+        from edgeprune import api
+
+        try:
+            batches = [int(b) for b in batch.split(",") if b.strip()]
+        except ValueError:
+            _fail(f"--batch takes comma-separated whole numbers, got {batch!r}")
+        out, entries = api.bench(target, [b.strip() for b in backend.split(",") if b.strip()], batches, threads,
+                                 warmup, duration, cuda_graph, log=lambda m: _console(stderr=True).print(m))
+        for e in entries:
+            t = Table(title=f"{e['backend']} ({e['threads']} thread(s))")
+            for c in ("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "items/s", "vs dense"):
+                t.add_column(c, justify="left" if c == "variant" else "right")
+            for label, v in e["variants"].items():
+                for r in v["latency"]:
+                    if "p50_ms" not in r:
+                        t.add_row(label, str(r["batch"]), f"[dim]{r.get('skipped', '')}[/dim]", "", "", "", "", "")
+                        continue
+                    sp = r.get("speedup_vs_dense")
+                    t.add_row(label, str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
+                              f"{r['mean_ms']:.3f}", f"{r['throughput_per_s']:.0f}", "-" if sp is None else f"{sp:.2f}x")
+            _console().print(t)
+        _console().print(f"appended to {out}")
+
+    _guard(go)
+
+
+@app.command()
+def deploy(
+    bundle_dir: Path = typer.Argument(..., help="a bundle made by `edgeprune bundle`"),
+    host: str = typer.Option(..., help="user@host or an alias from ~/.ssh/config"),
+    port: int | None = typer.Option(None, help="ssh port"),
+    identity: Path | None = typer.Option(None, help="ssh private key"),
+    ssh_config: Path | None = typer.Option(None, help="ssh config file (default: ~/.ssh/config)"),
+    remote_dir: str | None = typer.Option(None, help="directory on the device (default edgeprune/BUNDLE_NAME)"),
+    build_engine: bool = typer.Option(False, help="run build_engine.sh on the device (needs trtexec there)"),
+    bench: bool = typer.Option(True, help="benchmark there: bench.sh with engines, else run_onnx.py"),
+    python: str = typer.Option("python3", help="python on the device that has numpy + onnxruntime"),
+    duration: float = typer.Option(5.0, help="seconds of timed runs per model on the device"),
+):
+    """Copy a bundle to a Jetson over SSH, build / benchmark there, and collect the JSON (and power)."""
+
+    def go():
+        from edgeprune.bench.remote import Host
+        from edgeprune.bench.remote import deploy as do_deploy
+
+        h = Host(host, port, str(identity) if identity else None, str(ssh_config) if ssh_config else None)
+        info = do_deploy(bundle_dir, h, remote_dir, build_engine, bench, python, duration,
+                         log=lambda m: _console(stderr=True).print(m))
+        from rich.table import Table
+
+        t = Table(title=f"{info['host']} ({info['uname']})")
+        for c in ("file", "check", "p50 ms", "p90 ms", "p99 ms", "mJ / inference"):
+            t.add_column(c)
+        for r in info.get("onnx", {}).get("results", []):
+            e = r.get("energy_mj_per_inference")
+            t.add_row(r["file"], "ok" if r["check_passed"] else "[red]MISMATCH[/red]", f"{r['p50_ms']:.3f}",
+                      f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", "-" if e is None else f"{e:.3f}")
+        _console().print(t)
+        _console().print(f"steps: {', '.join(info['steps']) or 'copy only'}; results in {info['results_dir']}")
+
+    _guard(go)
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="one or more run directories (e.g. a sparsity sweep)"),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file; .md, .json and plots go beside it"),
+):
+    """One self-contained HTML report (plus Markdown and JSON) comparing runs: latency, accuracy, leakage."""
+
+    def go():
+        from edgeprune.report.html import write_report
+
+        paths = write_report(run_dirs, out)
+        _console().print(f"report: {paths['html']}  ({paths['markdown'].name}, {paths['json'].name})")
+
+    _guard(go)
+
+
 @app.command()
 def attacks():
     """List the membership-inference attacks."""

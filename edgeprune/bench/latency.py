@@ -43,3 +43,45 @@ def ort_cpu_latency(path, in_shape, batch: int, threads: int = 1, warmup_s: floa
     x = np.random.default_rng(seed).standard_normal((batch, *in_shape)).astype(np.float32)
     times = time_callable(lambda: sess.run(None, {name: x}), warmup_s, duration_s, min_runs)
     return summarize(times, batch)
+
+
+def bench_targets(targets, backends: list[str], batches: list[int], settings, baseline: str | None = None,
+                  log=print) -> list[dict]:
+    """Time every target on every backend; returns one bench.json entry per backend that could run.
+
+    ``baseline`` names the target (the dense model) that every other target is compared with, measured in
+    the same invocation.
+    """
+    import time as _time
+
+    from edgeprune.bench.backends import BACKENDS
+    from edgeprune.progress import progress
+
+    entries = []
+    with progress() as bar:
+        for name in backends:
+            be = BACKENDS.get(name)
+            reasons = {t.label: be.unavailable(t) for t in targets}
+            runnable = [t for t in targets if reasons[t.label] is None]
+            if not runnable:
+                log(f"[yellow]backend {name}: skipped ({next(iter(reasons.values()))})[/yellow]")
+                continue
+            task = bar.add_task(f"latency {name}", total=len(runnable) * len(batches))
+            entry = {"time": _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime()), "backend": name,
+                     "threads": settings.threads, "warmup_s": settings.warmup_s, "duration_s": settings.duration_s,
+                     "variants": {}, "skipped": {k: v for k, v in reasons.items() if v}}
+            for t in runnable:
+                rows = []
+                for b in batches:
+                    rows.append(be.measure(t, b, settings))
+                    bar.advance(task)
+                entry["variants"][t.label] = {"artifact": t.onnx, "latency": rows}
+            base = entry["variants"].get(baseline) if baseline else None
+            if base:
+                ref = {r["batch"]: r.get("p50_ms") for r in base["latency"]}
+                for v in entry["variants"].values():
+                    for r in v["latency"]:
+                        if r.get("p50_ms") and ref.get(r["batch"]):
+                            r["speedup_vs_dense"] = ref[r["batch"]] / r["p50_ms"]
+            entries.append(entry)
+    return entries

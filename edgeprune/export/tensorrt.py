@@ -52,3 +52,35 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = Fa
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
     Path(engine_path).write_bytes(bytes(blob))
     return Path(engine_path)
+
+
+def time_engine(engine_path, x, warmup_s, duration_s, min_runs, summarize, torch) -> dict:
+    """Time a serialized engine with CUDA events (torch tensors as device buffers)."""
+    import time
+
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
+    ctx = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inp = torch.from_numpy(x).cuda()
+    ctx.set_input_shape(names[0], tuple(inp.shape))
+    out = torch.empty(tuple(ctx.get_tensor_shape(names[1])), device="cuda")
+    ctx.set_tensor_address(names[0], inp.data_ptr())
+    ctx.set_tensor_address(names[1], out.data_ptr())
+    stream = torch.cuda.current_stream().cuda_stream
+    end = time.perf_counter() + warmup_s
+    while time.perf_counter() < end:
+        ctx.execute_async_v3(stream)
+    torch.cuda.synchronize()
+    times = []
+    end = time.perf_counter() + duration_s
+    while len(times) < min_runs or time.perf_counter() < end:
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        ctx.execute_async_v3(stream)
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return summarize(times, len(x))

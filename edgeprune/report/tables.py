@@ -8,13 +8,14 @@ from pathlib import Path
 
 def build_report(manifest: dict, run_dir: Path) -> dict:
     audit = json.loads((run_dir / "audit.json").read_text())
-    bench = json.loads((run_dir / "bench.json").read_text())
+    bench_file = json.loads((run_dir / "bench.json").read_text())
+    bench = latest_entry(bench_file, "ort-cpu")
     prune = manifest["stages"]["prune"]["results"]
     rows = []
     for label, a in audit["variants"].items():
         rel = a["artifact"]
         dense = label == "dense"
-        lat = bench["variants"][label]["latency"]
+        lat = bench["variants"][label]["latency"] if label in bench["variants"] else []
         strongest = a["strongest"]
         rows.append({
             "variant": label,
@@ -29,7 +30,7 @@ def build_report(manifest: dict, run_dir: Path) -> dict:
             "strongest_attack": strongest,
             "strongest_auc": a["attacks"][strongest]["auc"] if strongest else None,
             "latency": {str(r["batch"]): {"p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"],
-                                          "speedup_vs_dense": r["speedup_vs_dense"]} for r in lat},
+                                          "speedup_vs_dense": r.get("speedup_vs_dense")} for r in lat if "p50_ms" in r},
         })
     return {
         "model": manifest["model"],
@@ -37,7 +38,7 @@ def build_report(manifest: dict, run_dir: Path) -> dict:
         "split": manifest["split"],
         "sparsity": manifest["recipe"]["prune"]["sparsity"],
         "method": manifest["recipe"]["prune"]["method"],
-        "bench": {"backend": bench["backend"], "threads": bench["threads"], "machine": bench["machine"]},
+        "bench": {"backend": bench["backend"], "threads": bench["threads"], "machine": bench_file["machine"]},
         "rows": rows,
     }
 
@@ -45,6 +46,14 @@ def build_report(manifest: dict, run_dir: Path) -> dict:
 def attack_names(report: dict) -> list[str]:
     """Attacks that ran on at least one variant, in a stable order."""
     return list(dict.fromkeys(a for r in report["rows"] for a in r["attacks"]))
+
+
+def latest_entry(bench_file: dict, backend: str) -> dict:
+    """The newest bench.json entry of ``backend`` (bench runs append; compress writes the first one)."""
+    entries = [e for e in bench_file.get("entries", []) if e["backend"] == backend]
+    if not entries:
+        entries = bench_file.get("entries", [])
+    return entries[-1] if entries else {"backend": backend, "threads": None, "variants": {}}
 
 
 def columns(report: dict) -> list[str]:
@@ -65,7 +74,7 @@ def row_cells(report: dict) -> list[list[str]]:
         tprs = [v["tpr@0.01fpr"] for v in r["attacks"].values()]
         cells.append(f"{max(tprs):.3f}" if tprs else "-")
         cells += [f"{v['p50_ms']:.3f}" for v in r["latency"].values()]
-        cells += [f"{v['speedup_vs_dense']:.2f}x" for v in r["latency"].values()]
+        cells += ["-" if v["speedup_vs_dense"] is None else f"{v['speedup_vs_dense']:.2f}x" for v in r["latency"].values()]
         out.append(cells)
     return out
 

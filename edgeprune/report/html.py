@@ -1,0 +1,232 @@
+"""The multi-run report: one self-contained HTML (plots embedded as PNG data URIs), Markdown and JSON."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from edgeprune.errors import RunDirError
+from edgeprune.report.tables import latest_entry
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def collect(run_dirs: list[str | Path]) -> dict:
+    """Everything the report shows, per run and variant, from the runs' JSON artifacts."""
+    runs = []
+    for d in run_dirs:
+        d = Path(d)
+        need = [d / n for n in ("manifest.json", "audit.json", "bench.json")]
+        missing = [p.name for p in need if not p.is_file()]
+        if missing:
+            raise RunDirError(f"{d} is not a finished edgeprune run (missing {', '.join(missing)})")
+        man, audit, bench = (json.loads(p.read_text()) for p in need)
+        prune = man["stages"]["prune"]["results"]
+        backends = sorted({e["backend"] for e in bench.get("entries", [])})
+        variants = []
+        for label, a in audit["variants"].items():
+            dense = label == "dense"
+            strongest = max(a["attacks"], key=lambda k: a["attacks"][k]["auc"]) if a["attacks"] else None
+            best_low = max(a["attacks"], key=lambda k: a["attacks"][k]["tpr@0.001fpr"]) if a["attacks"] else None
+            lat = {}
+            for b in backends:
+                e = latest_entry(bench, b)
+                for r in e["variants"].get(label, {}).get("latency", []):
+                    if "p50_ms" in r:
+                        lat[f"{b}/b{r['batch']}"] = {"p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"]}
+            artifact = a.get("artifact")
+            variants.append({
+                "variant": label,
+                "onnx_kb": round((d / artifact).stat().st_size / 1024, 1) if artifact and (d / artifact).is_file() else None,
+                "params": prune["params_dense"] if dense else prune["params_pruned"],
+                "macs": prune["macs_dense"] if dense else prune["macs_pruned"],
+                "test_accuracy": a["test_accuracy"],
+                "train_accuracy": a["train_accuracy"],
+                "strongest_attack": strongest,
+                "strongest_auc": a["attacks"][strongest]["auc"] if strongest else None,
+                "strongest_tpr@0.001fpr": a["attacks"][best_low]["tpr@0.001fpr"] if best_low else None,
+                "attacks": {k: {"auc": v["auc"], "tpr@0.001fpr": v["tpr@0.001fpr"]} for k, v in a["attacks"].items()},
+                "latency": lat,
+            })
+        runs.append({
+            "name": d.name, "path": str(d.resolve()), "model": man["model"]["spec"], "data": man["data"]["spec"],
+            "sparsity": man["recipe"]["prune"]["sparsity"], "method": man["recipe"]["prune"]["method"],
+            "quant": man["recipe"]["quant"]["mode"], "machine": bench.get("machine", {}),
+            "variants": variants, "roc": audit.get("roc", {}),
+        })
+    return {"runs": runs}
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _main_latency_key(data: dict) -> str | None:
+    keys = [k for r in data["runs"] for v in r["variants"] for k in v["latency"]]
+    for pref in ("ort-cpu/b1", "tensorrt/b1", "ort-cuda/b1", "torch/b1"):
+        if pref in keys:
+            return pref
+    return keys[0] if keys else None
+
+
+def plots(data: dict) -> dict[str, str]:
+    plt = _plt()
+    out = {}
+    key = _main_latency_key(data)
+    # Pareto: latency vs leakage, point size = accuracy
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    pts = []
+    for r in data["runs"]:
+        for v in r["variants"]:
+            if key in v["latency"] and v["strongest_auc"] is not None:
+                pts.append((v["latency"][key]["p50_ms"], v["strongest_auc"], v["test_accuracy"], f"{r['name']}:{v['variant']}"))
+    for x, y, acc, lab in pts:
+        ax.scatter(x, y, s=40 + 400 * acc, alpha=0.6)
+        ax.annotate(lab, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    front = []
+    for p in sorted(pts):
+        if not front or p[1] < front[-1][1]:
+            front.append(p)
+    if front:
+        ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=0.8, label="Pareto front")
+        ax.legend(fontsize=7)
+    ax.set_xlabel(f"latency p50 ms ({key})")
+    ax.set_ylabel("AUC of the strongest attack")
+    ax.set_title("latency vs leakage (point size = test accuracy)")
+    out["pareto"] = _png(fig)
+    # accuracy and attack AUC vs sparsity
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = sorted({v["variant"] for r in data["runs"] for v in r["variants"]})
+    for lab in labels:
+        xs = [(r["sparsity"], v) for r in data["runs"] for v in r["variants"] if v["variant"] == lab]
+        xs.sort(key=lambda t: t[0])
+        a1.plot([s for s, _ in xs], [v["test_accuracy"] for _, v in xs], "o-", label=lab)
+    a1.set_xlabel("sparsity")
+    a1.set_ylabel("test accuracy")
+    a1.set_title("accuracy vs sparsity")
+    a1.legend(fontsize=7)
+    deployed = [(r["sparsity"], r["variants"][-1]) for r in data["runs"]]
+    deployed.sort(key=lambda t: t[0])
+    attacks = sorted({k for _, v in deployed for k in v["attacks"]})
+    for atk in attacks:
+        xs = [(s, v["attacks"][atk]["auc"]) for s, v in deployed if atk in v["attacks"]]
+        a2.plot([s for s, _ in xs], [a for _, a in xs], "o-", label=atk, lw=1)
+    a2.set_xlabel("sparsity")
+    a2.set_ylabel("attack AUC (deployed variant)")
+    a2.set_title("attack AUC vs sparsity")
+    a2.legend(fontsize=6, ncol=2)
+    out["sparsity"] = _png(fig)
+    # ROC curves of the strongest attack of every run / variant
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for r in data["runs"]:
+        for v in r["variants"]:
+            roc = r["roc"].get(v["variant"], {}).get(v["strongest_attack"] or "")
+            if roc:
+                ax.plot(roc["fpr"], roc["tpr"], lw=1, label=f"{r['name']}:{v['variant']} ({v['strongest_attack']})")
+    ax.plot([1e-5, 1], [1e-5, 1], "k:", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1e-4, 1)
+    ax.set_ylim(1e-4, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC of the strongest attack (log-log)")
+    ax.legend(fontsize=6)
+    out["roc"] = _png(fig)
+    return out
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table_rows(data: dict) -> tuple[list[str], list[list[str]]]:
+    keys = sorted({k for r in data["runs"] for v in r["variants"] for k in v["latency"]})
+    head = ["run", "variant", "sparsity", "ONNX KB", "params", "MACs", "test acc", "strongest attack", "AUC",
+            "TPR@0.1%FPR"] + [f"{k} p50/p90 ms" for k in keys]
+    rows = []
+    for r in data["runs"]:
+        for v in r["variants"]:
+            row = [r["name"], v["variant"], f"{r['sparsity']:g}", _fmt(v["onnx_kb"], ".0f"), f"{v['params']:,}",
+                   f"{v['macs']:,}", f"{v['test_accuracy']:.3f}", v["strongest_attack"] or "-",
+                   _fmt(v["strongest_auc"], ".3f"), _fmt(v["strongest_tpr@0.001fpr"], ".3f")]
+            row += [f"{v['latency'][k]['p50_ms']:.3f} / {v['latency'][k]['p90_ms']:.3f}" if k in v["latency"] else "-"
+                    for k in keys]
+            rows.append(row)
+    return head, rows
+
+
+def render_html(data: dict, images: dict[str, str]) -> str:
+    head, rows = table_rows(data)
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    figs = "".join(
+        f'<figure><img id="plot-{k}" alt="{k}" src="data:image/png;base64,{v}"><figcaption>{k}</figcaption></figure>'
+        for k, v in images.items())
+    machine = data["runs"][0]["machine"].get("cpu", "") if data["runs"] else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>edgeprune report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+th {{ background: #f2f2f2; }} td:first-child, td:nth-child(2) {{ text-align: left; }}
+figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
+</style></head><body>
+<h1>edgeprune report</h1>
+<p>{len(data["runs"])} run(s). Latency measured on {html.escape(machine)}; leakage audited on the exported artifacts.</p>
+<table id="runs"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>
+<h2>Plots</h2>
+{figs}
+<script>
+window.addEventListener("load", () => {{
+  for (const img of document.images) img.setAttribute("data-rendered", img.naturalWidth + "x" + img.naturalHeight);
+  document.body.setAttribute("data-loaded", "1");
+}});
+</script>
+</body></html>
+"""
+
+
+def render_markdown(data: dict, plot_dir: str) -> str:
+    head, rows = table_rows(data)
+    lines = ["# edgeprune report", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", f"![latency vs leakage]({plot_dir}/pareto.png)", f"![sparsity]({plot_dir}/sparsity.png)",
+              f"![ROC]({plot_dir}/roc.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(run_dirs: list[str | Path], out_html: str | Path) -> dict[str, Path]:
+    from edgeprune.run import atomic_write_bytes
+
+    if not run_dirs:
+        raise RunDirError("give at least one run directory")
+    out_html = Path(out_html)
+    if out_html.suffix != ".html":
+        raise RunDirError(f"-o must name an .html file, got {out_html}")
+    data = collect(run_dirs)
+    images = plots(data)
+    stem = out_html.with_suffix("")
+    plot_dir = Path(f"{stem}_plots")
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for k, v in images.items():
+        atomic_write_bytes(plot_dir / f"{k}.png", base64.b64decode(v))
+    atomic_write_bytes(out_html, render_html(data, images).encode())
+    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
+    atomic_write_bytes(md, render_markdown(data, plot_dir.name).encode())
+    atomic_write_bytes(js, (json.dumps(data, indent=2) + "\n").encode())
+    return {"html": out_html, "markdown": md, "json": js, "plots": plot_dir}
