@@ -82,3 +82,9 @@ def test_split_is_disjoint_deterministic_and_seeded():
     assert len(sets[0]) == len(sets[1]) == int(len(ds) * 0.25)
     with pytest.raises(ConfigError):
         make_split(ds, 0, member_fraction=0.7)
+
+
+def test_cifar_synth_has_cifar_shapes():
+    ds = load_dataset("cifar-synth:300")
+    assert ds.in_shape == (3, 32, 32) and len(ds) == 300 and ds.num_classes == 10
+    assert ds.fingerprint() == load_dataset("cifar-synth:300").fingerprint()
