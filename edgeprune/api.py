@@ -363,7 +363,18 @@ def machine() -> dict:
         pass
     from edgeprune.run import package_versions
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.system(), "versions": package_versions()}
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name()
+    except Exception:  # no torch / broken CUDA: no GPU to name
+        gpu = None
+    import onnxruntime as ort
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "system": platform.system(),
+            "onnxruntime_providers": ort.get_available_providers(), "versions": package_versions()}
 
 
 def load_report(run_dir: str | Path) -> dict:
@@ -517,7 +528,8 @@ def bundle_run(run_dir: str | Path, out: str | Path, precisions: list[str] | Non
 
 
 def bench(target: str | Path, backends: list[str], batches: list[int], threads: int = 1, warmup_s: float = 0.5,
-          duration_s: float = 2.0, cuda_graph: bool = False, log=print) -> tuple[Path, list[dict]]:
+          duration_s: float = 2.0, cuda_graph: bool = False, host=None, python: str = "python3",
+          remote_dir: str = "edgeprune", log=print) -> tuple[Path, list[dict]]:
     """Time a run's variants (dense baseline in the same invocation) or one ONNX file on each backend;
     entries are appended to the run's bench.json (or ``<file>.bench.json`` next to an ONNX file)."""
     from edgeprune.bench.backends import BACKENDS, Settings, Target
@@ -525,7 +537,10 @@ def bench(target: str | Path, backends: list[str], batches: list[int], threads: 
     from edgeprune.run import atomic_write_bytes, sha256_file
 
     for b in backends:
-        BACKENDS.get(b)
+        if b != "remote":
+            BACKENDS.get(b)
+    if "remote" in backends and host is None:
+        raise ConfigError("--backend remote needs --host (user@jetson or an ssh config alias)")
     if not batches or any(b < 1 for b in batches):
         raise ConfigError(f"batch sizes must be positive, got {batches}")
     if duration_s <= 0 or warmup_s < 0:
@@ -546,7 +561,11 @@ def bench(target: str | Path, backends: list[str], batches: list[int], threads: 
         out, baseline, manifest = target.with_suffix(".bench.json"), None, None
     else:
         raise ConfigError(f"{target} is neither a run directory nor an .onnx file")
-    entries = bench_targets(targets, backends, batches, settings, baseline=baseline, log=log)
+    entries = bench_targets(targets, [b for b in backends if b != "remote"], batches, settings, baseline=baseline, log=log)
+    if "remote" in backends:
+        if manifest is None:
+            raise ConfigError("--backend remote benchmarks a run directory (it ships the run's models in bundles)")
+        entries.append(_remote_entry(target, ctx, host, batches, duration_s, python, remote_dir, log))
     data = json.loads(out.read_text()) if out.is_file() else {"machine": machine(), "entries": []}
     data["machine"] = machine()
     data["entries"].extend(entries)
@@ -555,3 +574,124 @@ def bench(target: str | Path, backends: list[str], batches: list[int], threads: 
         manifest["artifacts"]["bench.json"] = sha256_file(out)
         atomic_write_bytes(target / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return out, entries
+
+
+def audit_model(target: str, data: str, model: str | None = None, weights: str | None = None,
+                membership: str = "train-test", seed: int = 0, attacks: list[str] | None = None,
+                shadows: int = 0, references: int = 0, out: str | Path | None = None,
+                recipe_path: str | None = None, log=print) -> tuple[Path, dict]:
+    """Audit a model that was not made by ``compress``: an ONNX file, or a zoo / user model with weights.
+
+    Membership comes from the data: ``train-test`` (an npz / CIFAR-10 file's train rows are members, half of
+    its test rows non-members, the other half the attacker's pool) or ``split`` (edgeprune's seeded split).
+    Shadow / reference models need the architecture (``--model``) and are trained with the recipe's
+    training settings (dense only: the attacker does not know how the model was compressed)."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    from edgeprune.attack.audit import AuditPlan, ModelFactory, pipeline_key, run_audit
+    from edgeprune.attack.signals import SignalCache, onnx_predictor, torch_predictor
+    from edgeprune.data import load_dataset, make_split, split_train_test
+    from edgeprune.models import build_model, check_fits, load_weights
+    from edgeprune.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path) if recipe_path else Recipe()
+    recipe.data, recipe.seed = data, seed
+    ds = load_dataset(data)
+    if membership == "train-test":
+        split = split_train_test(ds, seed)
+    elif membership == "split":
+        split = make_split(ds, seed, recipe.split.member_fraction, recipe.split.max_members)
+    else:
+        raise ConfigError(f"--membership must be train-test or split, got {membership!r}")
+    arch = model
+    path = Path(target).expanduser()
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise ConfigError(f"ONNX file not found: {path}")
+        pred = onnx_predictor(path)
+        try:
+            pred.predict(ds.x[:2])
+        except Exception as e:
+            raise ConfigError(f"{path.name} does not take this data's inputs {ds.in_shape}: {str(e).splitlines()[0]}") from None
+    else:
+        arch = arch or target
+        if weights is None:
+            raise ConfigError("auditing a model spec needs --weights (or give an .onnx file)")
+        torch.manual_seed(seed)
+        m = build_model(target, ds.in_shape, ds.num_classes)
+        check_fits(m, ds.in_shape, ds.num_classes, name=f"model {target!r}")
+        load_weights(m, weights)
+        from edgeprune.run import sha256_file
+
+        pred = torch_predictor(m, f"torch-{sha256_file(Path(weights))[:16]}")
+    factory = None
+    if arch:
+        recipe.model = arch
+        factory = ModelFactory(lambda: build_model(arch, ds.in_shape, ds.num_classes), ds.in_shape, recipe,
+                               pipeline_key(recipe, split.hash()), ["dense"])
+    cfg = recipe.audit
+    plan = AuditPlan(attacks or cfg.attacks, shadows, references, cfg.max_samples, cfg.population, cfg.bootstrap, seed)
+    if references == 1:
+        raise ConfigError("--references must be 0 or at least 2 (LiRA needs IN and OUT references)")
+    out = Path(out or Path("audits") / path.stem).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cache_dir = out.parent / f".{out.name}.cache"
+    audit = run_audit(ds, split, {"dense": pred}, plan, factory, SignalCache(cache_dir))
+    audit["on"] = "onnxruntime" if path.suffix == ".onnx" else "torch"
+    audit["target"] = str(target)
+    audit["membership"] = membership
+    audit["variants"]["dense"]["artifact"] = str(target)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        from edgeprune.attack.plots import per_class_plot, roc_plot
+
+        (tmp / "audit.json").write_text(json.dumps(audit, indent=2) + "\n")
+        roc_plot(audit, tmp / "audit_roc.png")
+        per_class_plot(audit, tmp / "audit_per_class.png")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"audit written to {out}")
+    return out, audit
+
+
+def _remote_entry(run_dir: Path, ctx: Context, host, batches: list[int], duration_s: float, python: str,
+                  remote_dir: str, log) -> dict:
+    """Bundle the dense and the compressed model (dynamic batch), run run_onnx.py on the host for each batch."""
+    import tempfile
+
+    from edgeprune.bench.remote import deploy
+    from edgeprune.export.bundle import make_bundle
+
+    xc, _ = ctx.arrays("members", ctx.recipe.quant.calibration_samples)
+    xs, _ = ctx.arrays("nonmembers", 16)
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "backend": "remote", "host": host.target,
+             "variants": {}, "skipped": {}}
+    precisions = {"dense": ["fp32"], "pruned": ["fp32"] + (["int8"] if ctx.recipe.quant.mode == "int8" else [])}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, model in (("dense", load_dense(ctx, run_dir)), ("pruned", load_pruned(ctx, run_dir))):
+            b = make_bundle(model, ctx.ds.in_shape, Path(tmp) / f"{run_dir.name}-{label}", precisions[label], xc, xs,
+                            dynamic_batch=True, opset=ctx.recipe.export.opset)
+            info = deploy(b, host, remote_dir=f"{remote_dir}/bench-{run_dir.name}-{label}", bench=True, python=python,
+                          duration=duration_s, batches=batches, log=log)
+            entry["uname"] = info.get("uname")
+            entry["power_mode"] = info.get("power_mode")
+            for bsz, rep in sorted(info.get("onnx_by_batch", {}).items()):
+                for r in rep["results"]:
+                    name = label if r["precision"] == "fp32" else f"{label}+{r['precision']}"
+                    row = {k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "runs") if k in r}
+                    row.update(batch=bsz, throughput_per_s=bsz * 1e3 / r["mean_ms"], providers=rep["providers"],
+                               check_passed=r["check_passed"])
+                    entry["variants"].setdefault(name, {"artifact": r["file"], "latency": []})["latency"].append(row)
+    ref = {r["batch"]: r["p50_ms"] for r in entry["variants"].get("dense", {}).get("latency", [])}
+    for v in entry["variants"].values():
+        for r in v["latency"]:
+            if ref.get(r["batch"]):
+                r["speedup_vs_dense"] = ref[r["batch"]] / r["p50_ms"]
+    return entry

@@ -88,28 +88,40 @@ def compress(
 
 @app.command()
 def audit(
-    run_dir: Path = typer.Argument(..., help="a run directory made by `edgeprune compress`"),
-    data: str | None = typer.Option(None, "--data", "-d", help="the run's data spec (checked against the run)"),
+    target: str = typer.Argument(..., help="a run directory, an .onnx file, or a model spec with --weights"),
+    data: str | None = typer.Option(None, "--data", "-d", help="data spec (a run's own data by default)"),
     attacks: str = typer.Option("", help="comma-separated attack names, or 'all' (default: the run's recipe)"),
     shadows: int | None = typer.Option(None, help="shadow models through the same pipeline (nn, samia, diff, class-wise)"),
     references: int | None = typer.Option(None, help="reference models for lira / rmia (even numbers pair up)"),
-    on: str = typer.Option("onnx", help="audit the exported ONNX artifacts (int8 numerics included) or the torch modules"),
+    on: str = typer.Option("onnx", help="run dirs: audit the exported ONNX artifacts (int8 included) or the torch modules"),
+    model: str | None = typer.Option(None, "--model", help="architecture of an ONNX target, for shadows / references"),
+    weights: Path | None = typer.Option(None, help="weights of a model-spec target"),
+    membership: str = typer.Option("train-test", help="non-run targets: train-test (npz / cifar10 parts) or split"),
+    seed: int = typer.Option(0, help="non-run targets: seed of the split and of the attacker's models"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="non-run targets: audit directory"),
 ):
-    """Membership-inference audit of a run's dense and compressed models (table sorted by TPR@0.1%FPR)."""
+    """Membership-inference audit (table sorted by TPR@0.1%FPR, log-log ROC and per-class plots)."""
 
     def go():
         from edgeprune import api
         from edgeprune.attack.tables import audit_table
 
         names = [a.strip() for a in attacks.split(",") if a.strip()] or None
-        result = api.audit_run(run_dir, names, shadows, references, on, data,
-                               log=lambda m: _console(stderr=True).print(m))
+        log = lambda m: _console(stderr=True).print(m)  # noqa: E731
+        if Path(target).is_dir():
+            result = api.audit_run(target, names, shadows, references, on, data, log=log)
+            where = Path(target)
+        else:
+            if data is None:
+                _fail("auditing a model file needs --data")
+            where, result = api.audit_model(target, data, model, str(weights) if weights else None, membership, seed,
+                                            names, shadows or 0, references or 0, out, log=log)
         con = _console()
         for table in audit_table(result):
             con.print(table)
         t = result["timing"]
         con.print(f"training attacker models {t['shadow_and_reference_training_s']:.1f}s, signals {t['signals_s']:.1f}s, "
-                  f"attacks {t['attacks_s']:.1f}s; plots: {run_dir}/audit_roc.png, {run_dir}/audit_per_class.png")
+                  f"attacks {t['attacks_s']:.1f}s; plots: {where}/audit_roc.png, {where}/audit_per_class.png")
 
     _guard(go)
 
@@ -182,6 +194,12 @@ def bench_cmd(
     warmup: float = typer.Option(0.5, help="seconds of warm-up per measurement"),
     duration: float = typer.Option(2.0, help="minimum seconds of timed runs per measurement"),
     cuda_graph: bool = typer.Option(False, help="torch on CUDA: replay a captured CUDA graph"),
+    host: str | None = typer.Option(None, help="--backend remote: user@jetson or an ssh config alias"),
+    ssh_config: Path | None = typer.Option(None, help="--backend remote: ssh config file"),
+    port: int | None = typer.Option(None, help="--backend remote: ssh port"),
+    identity: Path | None = typer.Option(None, help="--backend remote: ssh private key"),
+    python: str = typer.Option("python3", help="--backend remote: python with numpy + onnxruntime on the device"),
+    remote_dir: str = typer.Option("edgeprune", help="--backend remote: base directory on the device"),
 ):
     """Latency p50/p90/p99, throughput and peak memory per backend and batch; appended to bench.json."""
 
@@ -194,10 +212,13 @@ def bench_cmd(
             batches = [int(b) for b in batch.split(",") if b.strip()]
         except ValueError:
             _fail(f"--batch takes comma-separated whole numbers, got {batch!r}")
+        from edgeprune.bench.remote import Host
+
+        h = Host(host, port, str(identity) if identity else None, str(ssh_config) if ssh_config else None) if host else None
         out, entries = api.bench(target, [b.strip() for b in backend.split(",") if b.strip()], batches, threads,
-                                 warmup, duration, cuda_graph, log=lambda m: _console(stderr=True).print(m))
+                                 warmup, duration, cuda_graph, h, python, remote_dir, log=lambda m: _console(stderr=True).print(m))
         for e in entries:
-            t = Table(title=f"{e['backend']} ({e['threads']} thread(s))")
+            t = Table(title=f"{e['backend']} ({e.get('threads')} thread(s))")
             for c in ("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "items/s", "vs dense"):
                 t.add_column(c, justify="left" if c == "variant" else "right")
             for label, v in e["variants"].items():
@@ -208,6 +229,8 @@ def bench_cmd(
                     sp = r.get("speedup_vs_dense")
                     t.add_row(label, str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
                               f"{r['mean_ms']:.3f}", f"{r['throughput_per_s']:.0f}", "-" if sp is None else f"{sp:.2f}x")
+            if e["backend"] == "remote":
+                t.title = f"remote {e['host']} ({e.get('uname') or ''})"
             _console().print(t)
         _console().print(f"appended to {out}")
 

@@ -70,7 +70,8 @@ def variant_names(recipe: Recipe) -> list[str]:
 
 
 def run_pipeline(
-    make_model, in_shape, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, workdir: Path, tag: str
+    make_model, in_shape, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, workdir: Path, tag: str,
+    dense_only: bool = False,
 ) -> PipelineModels:
     """Train, prune, fine-tune (and quantize) a fresh model on (x, y): what an attacker's shadow goes through."""
     from edgeprune.prune.structured import apply_plan
@@ -78,6 +79,8 @@ def run_pipeline(
     torch.manual_seed(seed)
     dense = make_model()
     train_dense(dense, x, y, recipe, seed, desc=f"{tag} dense")
+    if dense_only:
+        return PipelineModels(models={"dense": dense.eval()})
     pruned = make_model()
     pruned.load_state_dict(dense.state_dict())
     apply_plan(pruned, plan_for(pruned, in_shape, recipe))

@@ -103,3 +103,42 @@ def test_audit_on_digits(tmp_path):
     assert res.exit_code == 0, res.output
     audit = json.loads((out / "audit.json").read_text())
     assert set(audit["variants"]["pruned"]["attacks"]) == {"loss", "mentr", "nn", "samia"}
+
+
+def test_audit_a_user_model_with_train_test_membership(tmp_path):
+    """An ONNX model trained elsewhere on an npz's train part: members are x_train, as the file says."""
+    import torch
+    from sklearn.datasets import make_classification
+
+    from edgeprune.export.onnx import export_onnx
+    from edgeprune.models.zoo import MLP
+    from edgeprune.recipe import TrainConfig
+    from edgeprune.train import train
+
+    x, y = make_classification(3000, 40, n_informative=20, n_classes=10, n_clusters_per_class=1, random_state=0)
+    x = x.astype(np.float32)
+    np.savez(tmp_path / "d.npz", x_train=x[:600], y_train=y[:600], x_test=x[600:], y_test=y[600:])
+    # the "user" trains on the standardised train part (edgeprune standardises npz features the same way)
+    from edgeprune.data import load_dataset
+
+    ds = load_dataset(f"npz:{tmp_path / 'd.npz'}")
+    torch.manual_seed(0)
+    m = MLP((40,), 10)
+    train(m, torch.from_numpy(ds.x[:600]), torch.from_numpy(ds.y[:600]), TrainConfig(epochs=60), seed=0)
+    export_onnx(m, (40,), tmp_path / "user.onnx")
+    res = runner.invoke(app, ["audit", str(tmp_path / "user.onnx"), "--data", f"npz:{tmp_path / 'd.npz'}",
+                              "--attacks", "loss,entropy,lira-online-fixed,nn", "--model", "mlp", "--shadows", "1",
+                              "--references", "4", "-o", str(tmp_path / "aud")])
+    assert res.exit_code == 0, res.output
+    audit = json.loads((tmp_path / "aud" / "audit.json").read_text())
+    assert audit["membership"] == "train-test" and audit["candidates"]["members"] == 600
+    info = audit["variants"]["dense"]
+    assert info["train_accuracy"] == 1.0 and info["attacks"]["loss"]["auc"] > 0.7
+    assert set(info["attacks"]) == {"loss", "entropy", "lira-online-fixed", "nn"}
+    assert (tmp_path / "aud" / "audit_roc.png").is_file()
+    # without the architecture, attacks that need attacker models cannot run: a clear error
+    res = runner.invoke(app, ["audit", str(tmp_path / "user.onnx"), "--data", f"npz:{tmp_path / 'd.npz'}",
+                              "--attacks", "nn", "--shadows", "1", "-o", str(tmp_path / "aud2")])
+    assert res.exit_code == 2 and "architecture" in res.output
+    res = runner.invoke(app, ["audit", str(tmp_path / "user.onnx"), "--data", "purchase-synth:2000"])
+    assert res.exit_code == 2 and "train / test parts" in res.output

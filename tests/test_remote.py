@@ -135,3 +135,26 @@ def test_tegrastats_power_parsing():
            "RAM 2000/7000MB CPU [1%@1000] VDD_IN 6000mW/5000mW VDD_CPU_GPU_CV 900mW/700mW\n")
     assert parse_tegrastats(log) == {"samples": 2, "mean_power_mw": 5000.0}
     assert parse_tegrastats("no rails here") == {"samples": 0}
+
+
+def test_bench_backend_remote_times_dense_and_compressed_on_the_device(sshd, tmp_path):
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({
+        "train": {"epochs": 2}, "finetune": {"epochs": 1},
+        "bench": {"batches": [1], "warmup_s": 0.0, "duration_s": 0.05, "min_runs": 3}}))
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["compress", "mlp", "--data", "purchase-synth:2000", "--recipe", str(tmp_path / "r.yaml"),
+                              "-o", str(run)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["bench", str(run), "--backend", "remote", "--host", "device", "--ssh-config",
+                              str(sshd / "device.config"), "--python", sys.executable, "--batch", "1,4",
+                              "--duration", "0.1", "--remote-dir", str(tmp_path / "device")])
+    assert res.exit_code == 0, res.output
+    entry = json.loads((run / "bench.json").read_text())["entries"][-1]
+    assert entry["backend"] == "remote" and entry["host"] == "device"
+    assert set(entry["variants"]) == {"dense", "pruned", "pruned+int8"}
+    for v in entry["variants"].values():
+        assert [r["batch"] for r in v["latency"]] == [1, 4]
+        assert all(r["check_passed"] and r["p50_ms"] > 0 for r in v["latency"])
+    assert entry["variants"]["dense"]["latency"][0]["speedup_vs_dense"] == 1.0
+    res = runner.invoke(app, ["bench", str(run), "--backend", "remote"])
+    assert res.exit_code == 2 and "needs --host" in res.output

@@ -107,3 +107,21 @@ def test_export_command_writes_the_block_sparse_model(tmp_path):
     assert info["files"]["model.bsr.onnx"]["block_sparse_layers"] and info["files"]["model.bsr.onnx"]["passed"]
     res = runner.invoke(app, ["export", str(run), "--dense"])
     assert "model.bsr.onnx" not in json.loads((run / "export" / "export.json").read_text())["files"]
+
+
+def test_bundle_of_a_block_sparse_model_falls_back_to_dense_without_plugin_sources(tmp_path):
+    from edgeprune.export.bundle import make_bundle
+
+    m = _masked_mlp()
+    x = np.random.default_rng(0).normal(size=(8, 256)).astype(np.float32)
+    out = make_bundle(m, (256,), tmp_path / "b", ["fp32"], x, x, kernels_dir=tmp_path / "no-kernels")
+    man = json.loads((out / "manifest.json").read_text())
+    assert len(man["block_sparse"]["layers"]) == 2 and man["block_sparse"]["export"].startswith("dense fallback")
+    assert not (out / "model.bsr.onnx").exists()
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    (kernels / "CMakeLists.txt").write_text("cmake_minimum_required(VERSION 3.18)\nproject(edgeprune_plugins CUDA CXX)\n")
+    out = make_bundle(m, (256,), tmp_path / "b2", ["fp32"], x, x, kernels_dir=kernels)
+    man = json.loads((out / "manifest.json").read_text())
+    assert (out / "model.bsr.onnx").is_file() and (out / "plugins" / "CMakeLists.txt").is_file()
+    assert "--staticPlugins=plugins/build/libedgeprune_plugins.so" in (out / "build_engine.sh").read_text()

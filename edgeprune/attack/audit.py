@@ -92,7 +92,8 @@ def _pipeline_predictors(factory: ModelFactory, ds, train_idx: np.ndarray, seed:
 
     x = torch.from_numpy(ds.x[train_idx])
     y = torch.from_numpy(ds.y[train_idx])
-    out = run_pipeline(factory.make_model, factory.in_shape, x, y, factory.recipe, seed, workdir, tag)
+    out = run_pipeline(factory.make_model, factory.in_shape, x, y, factory.recipe, seed, workdir, tag,
+                       dense_only=factory.variants == ["dense"])
     preds = {}
     for v in factory.variants:
         if v in out.models:

@@ -86,7 +86,8 @@ def parse_tegrastats(text: str) -> dict:
 
 
 def deploy(bundle: str | Path, host: Host, remote_dir: str | None = None, build_engine: bool = False,
-           bench: bool = True, python: str = "python3", duration: float = 5.0, log=print) -> dict:
+           bench: bool = True, python: str = "python3", duration: float = 5.0, batches: list[int] | None = None,
+           log=print) -> dict:
     """Copy the bundle, run the engine build / benchmark there and bring the results home."""
     bundle = Path(bundle).resolve()
     if not (bundle / "manifest.json").is_file():
@@ -126,8 +127,10 @@ def deploy(bundle: str | Path, host: Host, remote_dir: str | None = None, build_
             sh(host, [["cd", remote_dir], ["env", f"DURATION={int(max(duration, 1))}", "./bench.sh"]], timeout=7200)
             steps.append("bench.sh")
         else:
-            sh(host, [["cd", remote_dir], [python, "run_onnx.py", "--duration", str(duration), "--out", "results/onnx.json"]],
-               timeout=7200)
+            for b in batches or [None]:
+                name = "onnx.json" if b is None else f"onnx_b{b}.json"
+                argv = [python, "run_onnx.py", "--duration", str(duration), "--out", f"results/{name}"]
+                sh(host, [["cd", remote_dir], argv + ([] if b is None else ["--batch", str(b)])], timeout=7200)
             steps.append("run_onnx.py")
         if tegra:
             sh(host, [["sh", "-c", "tegrastats --stop || true"]], check=False)
@@ -141,6 +144,10 @@ def deploy(bundle: str | Path, host: Host, remote_dir: str | None = None, build_
     info["results_dir"] = str(local)
     if (local / "onnx.json").is_file():
         info["onnx"] = json.loads((local / "onnx.json").read_text())
+    by_batch = {int(p.stem.split("_b")[1]): json.loads(p.read_text()) for p in local.glob("onnx_b*.json")}
+    if by_batch:
+        info["onnx_by_batch"] = by_batch
+        info.setdefault("onnx", by_batch[min(by_batch)])
     if (local / "tegrastats.log").is_file():
         power = parse_tegrastats((local / "tegrastats.log").read_text())
         info["power"] = power

@@ -4,6 +4,6 @@ A data spec is ``name`` or ``name:ARG``: ``digits``, ``purchase-synth[:N]``, ``c
 """
 
 from edgeprune.data.datasets import DATASETS, Dataset, load_dataset
-from edgeprune.data.split import Split, make_split
+from edgeprune.data.split import Split, make_split, split_train_test
 
-__all__ = ["DATASETS", "Dataset", "load_dataset", "Split", "make_split"]
+__all__ = ["DATASETS", "Dataset", "load_dataset", "Split", "make_split", "split_train_test"]

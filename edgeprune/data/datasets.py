@@ -22,6 +22,7 @@ class Dataset:
     y: np.ndarray  # int64, (N,)
     num_classes: int
     preprocessing: dict = field(default_factory=dict)
+    is_train: np.ndarray | None = None  # (N,) bool: from the file's train part (npz, cifar10), else None
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -178,6 +179,7 @@ def _cifar10(arg: str | None) -> Dataset:
         py = sorted(sub.glob("data_batch_[0-9]")) + sorted(sub.glob("test_batch"))
         binary = sorted(sub.glob("data_batch_[0-9].bin")) + sorted(sub.glob("test_batch.bin"))
         if py or binary:
+            files = py or binary
             parts = [_read_cifar_batch(p) for p in py] if py else [_read_cifar_bin(p) for p in binary]
             break
     else:
@@ -186,8 +188,9 @@ def _cifar10(arg: str | None) -> Dataset:
     y = np.concatenate([p[1] for p in parts])
     if y.max() >= 10:
         raise DataError(f"CIFAR-10 labels must be 0..9, found {int(y.max())}")
+    is_train = np.concatenate([np.full(len(p[1]), not f.name.startswith("test"), bool) for f, p in zip(files, parts, strict=True)])
     x, prep = _standardise_images(x)
-    return Dataset("cifar10", x, y, 10, prep)
+    return Dataset("cifar10", x, y, 10, prep, is_train)
 
 
 @DATASETS.register("npz")
@@ -205,6 +208,7 @@ def _npz(arg: str | None) -> Dataset:
                 raise DataError(f"npz file {path} lacks arrays {missing} (needs x_train, y_train, x_test, y_test)")
             x = np.concatenate([z["x_train"], z["x_test"]]).astype(np.float32)
             y = np.concatenate([z["y_train"], z["y_test"]])
+            is_train = np.concatenate([np.ones(len(z["y_train"]), bool), np.zeros(len(z["y_test"]), bool)])
     except DataError:
         raise
     except Exception as e:
@@ -222,4 +226,4 @@ def _npz(arg: str | None) -> Dataset:
         x, prep = _standardise_features(x)
     else:
         raise DataError(f"npz file {path}: inputs of shape {x.shape[1:]} are not supported")
-    return Dataset(f"npz:{path.name}", x, y, int(y.max()) + 1, prep)
+    return Dataset(f"npz:{path.name}", x, y, int(y.max()) + 1, prep, is_train)

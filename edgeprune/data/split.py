@@ -50,3 +50,17 @@ def make_split(ds: Dataset, seed: int, member_fraction: float = 0.25, max_member
         n = min(n, max_members)
     members, nonmembers, pool = order[:n], order[n : 2 * n], order[2 * n :]
     return Split(np.sort(members), np.sort(nonmembers), np.sort(pool), seed, ds.fingerprint())
+
+
+def split_train_test(ds: Dataset, seed: int) -> Split:
+    """Membership as the data file says: its train rows are members; its test rows are split in two,
+    half non-member candidates and half attacker pool (for shadow / reference models)."""
+    if ds.is_train is None:
+        raise ConfigError(f"data {ds.name!r} has no train / test parts; use --membership split")
+    rng = np.random.default_rng(seed)
+    members = np.flatnonzero(ds.is_train)
+    test = rng.permutation(np.flatnonzero(~ds.is_train))
+    half = test.size // 2
+    if members.size < 2 or half < 2:
+        raise ConfigError(f"data {ds.name!r} needs at least 2 train rows and 4 test rows for a train/test audit")
+    return Split(members, np.sort(test[:half]), np.sort(test[half:]), seed, ds.fingerprint())

@@ -144,6 +144,21 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
             rtol, top1 = CHECK[p]
             models.append({"file": f.name, "precision": p, "engine": f"model.{p}.engine",
                            "batch": None if dynamic_batch else batch, "check_rtol": rtol, "check_top1": top1})
+        # block-sparse layers ship as the ai.edgeprune custom op only with the plugin sources that run it
+        from edgeprune.export.sparse_op import sparsify_onnx
+
+        bsr_layers = sparsify_onnx(fp32, tmp / "model.bsr.onnx")
+        have_plugin = bool(kernels_dir) and (Path(kernels_dir) / "CMakeLists.txt").is_file()
+        if bsr_layers and have_plugin:
+            outputs["outputs_bsr"] = ref
+            models.append({"file": "model.bsr.onnx", "precision": "bsr", "engine": "model.bsr.engine",
+                           "batch": None if dynamic_batch else batch, "check_rtol": 1e-3, "check_top1": 1.0})
+        else:
+            (tmp / "model.bsr.onnx").unlink()
+        block_sparse = {"layers": bsr_layers,
+                        "export": ("custom op ai.edgeprune::BlockSparseLinear + plugin sources" if bsr_layers and have_plugin
+                                   else "dense fallback: no plugin sources (kernels/CMakeLists.txt) to run the custom op"
+                                   if bsr_layers else "none")}
         if "fp32" not in precisions:
             fp32.unlink()
         np.savez(tmp / "samples.npz", inputs=samples, reference_torch=ref, **outputs)
@@ -166,6 +181,7 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
             "output": {"name": "logits", "shape": ["batch" if dynamic_batch else batch, int(ref.shape[1])]},
             "models": models,
             "sparsity_2_4": sparse,
+            "block_sparse": block_sparse,
             "plugins": plugins,
             "lint": findings,
             "source": source or {},
