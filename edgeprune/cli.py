@@ -291,6 +291,48 @@ def report(
 
 
 @app.command()
+def inspect(
+    model: str = typer.Argument(..., help="zoo name or pkg.module:factory"),
+    data: str = typer.Option("cifar-synth:200", "--data", "-d", help="data spec that fixes input shape and classes"),
+    block: int = typer.Option(32, help="block size for the block-sparsity check"),
+):
+    """Prunable channel groups, layers structured pruning leaves alone (and why), params, MACs, mask eligibility."""
+
+    def go():
+        from rich.table import Table
+
+        from edgeprune.data import load_dataset
+        from edgeprune.models import build_model, check_fits, count_macs, count_params
+        from edgeprune.prune import masks as M
+        from edgeprune.prune.graph import find_groups
+
+        ds = load_dataset(data)
+        m = build_model(model, ds.in_shape, ds.num_classes)
+        check_fits(m, ds.in_shape, ds.num_classes, name=f"model {model!r}")
+        report = find_groups(m, ds.in_shape)
+        con = _console()
+        con.print(f"{model} on {ds.name}: input {ds.in_shape}, {ds.num_classes} classes, "
+                  f"{count_params(m):,} params, {count_macs(m, ds.in_shape):,} MACs")
+        t = Table("producer", "channels", "norms", "depthwise", "consumer", title="prunable channel groups")
+        for g in report.groups:
+            t.add_row(g.producer, str(g.channels), ", ".join(g.norms) or "-", ", ".join(g.depthwise) or "-",
+                      g.consumer + (f" (x{g.flatten_factor} after flatten)" if g.flatten_factor > 1 else ""))
+        con.print(t)
+        t = Table("layer", "why its output channels are left alone", title="not pruned by channel groups")
+        for name, why in report.skipped.items():
+            t.add_row(name, why)
+        con.print(t)
+        _, nm_skip = M.n_m(m)
+        _, blk_skip = M.block(m, 0.5, size=block)
+        t = Table("weight", "2:4", f"block {block}", title="mask patterns")
+        for name in M.prunable_weights(m):
+            t.add_row(name, nm_skip.get(name, "ok"), blk_skip.get(name, "ok"))
+        con.print(t)
+
+    _guard(go)
+
+
+@app.command()
 def attacks():
     """List the membership-inference attacks."""
     from rich.table import Table
