@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import ConfigError, RunDirError
-from edgeprune.pipeline import PRUNE_METHODS
 from edgeprune.recipe import Recipe
 
 STAGES = ["train", "prune", "finetune", "export", "quantize", "audit", "bench", "report"]
 
 DENSE_WEIGHTS = "dense/model.safetensors"
 DENSE_ONNX = "dense/model.onnx"
+PRUNED_WEIGHTS = "pruned/model.safetensors"  # right after the pruning schedule, before fine-tuning
 PLAN = "plan.json"
 WEIGHTS = "model.safetensors"
 ONNX = "model.onnx"
@@ -31,9 +31,14 @@ class Context:
 
         from edgeprune.data import load_dataset, make_split
         from edgeprune.models import build_model, check_fits, load_weights
+        from edgeprune.prune.schedule import SCHEDULES, resolve
 
         recipe.validate()
-        PRUNE_METHODS.get(recipe.prune.method)
+        resolve(recipe.prune.method, recipe.prune.criterion)
+        if recipe.prune.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {recipe.prune.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if recipe.prune.plan and not Path(recipe.prune.plan).expanduser().is_file():
+            raise ConfigError(f"plan file not found: {recipe.prune.plan}")
         self.recipe = recipe
         self.ds = load_dataset(recipe.data)
         torch.manual_seed(recipe.seed)  # the initial weights are part of "same seed, same numbers"
@@ -91,8 +96,8 @@ def load_pruned(ctx: Context, run_dir: Path):
     return _load_state(apply_plan(ctx.fresh_model(), plan), run_dir / WEIGHTS)
 
 
-def compress(recipe: Recipe, out: str | Path, resume: bool = False, log=print) -> Path:
-    """Run every stage into ``out`` (built in a staging dir, renamed at the end). Returns the run dir."""
+def compress(recipe: Recipe, out: str | Path, resume: bool = False, log=print, stages: list[str] | None = None) -> Path:
+    """Run every stage (or the first ones: ``stages``) into ``out`` (staged, renamed at the end)."""
     from edgeprune.run import Run
 
     ctx = Context(recipe)  # all user-input checks happen before anything is written
@@ -103,17 +108,18 @@ def compress(recipe: Recipe, out: str | Path, resume: bool = False, log=print) -
     run.manifest["model"] = ctx.model_info()
     run.manifest["seeds"] = {"run": recipe.seed, "split": recipe.seed, "train": recipe.seed,
                              "finetune": recipe.seed + 1}
-    stages = {
+    stage_fns = {
         "train": _stage_train, "prune": _stage_prune, "finetune": _stage_finetune, "export": _stage_export,
         "quantize": _stage_quantize, "audit": _stage_audit, "bench": _stage_bench, "report": _stage_report,
     }
-    for name in STAGES:
+    run.manifest["stages_requested"] = stages or STAGES
+    for name in stages or STAGES:
         if run.done(name):
             log(f"[dim]{name}: done before, skipped[/dim]")
             continue
         run.invalidate_from(STAGES, name)
         t0 = time.perf_counter()
-        artifacts, results = stages[name](ctx, run)
+        artifacts, results = stage_fns[name](ctx, run)
         run.finish(name, artifacts, results, time.perf_counter() - t0)
         log(f"{name}: done in {time.perf_counter() - t0:.1f}s")
     return run.complete()
@@ -149,15 +155,28 @@ def _stage_prune(ctx: Context, run):
     from edgeprune.prune.structured import apply_plan
 
     dense = load_dense(ctx, run.dir)
-    plan = plan_for(dense, ctx.ds.in_shape, ctx.recipe)
-    run.write_json(PLAN, plan)
     params0, macs0 = count_params(dense), count_macs(dense, ctx.ds.in_shape)
-    pruned = apply_plan(dense, plan)
-    return [PLAN], {
-        "groups": len(plan["groups"]),
-        "skipped": len(plan["skipped"]),
+    xm, ym = ctx.tensors("members")
+    if ctx.recipe.prune.plan:
+        plan = json.loads(Path(ctx.recipe.prune.plan).expanduser().read_text())
+        pruned = apply_plan(dense, plan)
+    else:
+        pruned = dense
+        plan, _ = plan_for(pruned, ctx.ds.in_shape, ctx.recipe, xm, ym, ctx.recipe.seed + 1)
+    run.write_json(PLAN, plan)
+    run.write_bytes(PRUNED_WEIGHTS, _state_bytes(pruned))
+    from edgeprune.prune.masks import decode
+
+    masked = {k: decode(v) for k, v in plan.get("masks", {}).items()}
+    zero_frac = (sum(int((~m).sum()) for m in masked.values()) / max(sum(m.numel() for m in masked.values()), 1)
+                 if masked else 0.0)
+    return [PLAN, PRUNED_WEIGHTS], {
+        "method": plan["method"], "schedule": plan.get("schedule", "one-shot"),
+        "structural_ops": len(plan.get("ops", [])), "masked_weights": len(masked),
+        "masked_fraction": zero_frac,
         "params_dense": params0,
         "params_pruned": count_params(pruned),
+        "params_pruned_nonzero": int(sum(int((p != 0).sum()) for p in pruned.parameters())),
         "macs_dense": macs0,
         "macs_pruned": count_macs(pruned, ctx.ds.in_shape),
     }
@@ -165,15 +184,15 @@ def _stage_prune(ctx: Context, run):
 
 def _stage_finetune(ctx: Context, run):
     from edgeprune.pipeline import finetune
-    from edgeprune.prune.structured import apply_plan
+    from edgeprune.prune.structured import apply_plan, plan_masks
     from edgeprune.train import accuracy, predict_logits
 
     plan = json.loads(run.path(PLAN).read_text())
-    model = apply_plan(load_dense(ctx, run.dir), plan)
+    model = _load_state(apply_plan(ctx.fresh_model(), plan), run.path(PRUNED_WEIGHTS))
     xm, ym = ctx.tensors("members")
     xn, yn = ctx.tensors("nonmembers")
     before = accuracy(predict_logits(model, xn), yn)
-    history = finetune(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed + 1)
+    history = finetune(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed + 1, masks=plan_masks(plan))
     run.write_bytes(WEIGHTS, _state_bytes(model))
     return [WEIGHTS], {
         "test_accuracy_before": before,
@@ -391,7 +410,7 @@ def _open_run(run_dir: str | Path):
     manifest = read_manifest(run_dir)
     if not manifest.get("complete"):
         raise RunDirError(f"{run_dir} is not a finished run")
-    for rel in (PLAN, WEIGHTS, DENSE_WEIGHTS):
+    for rel in (PLAN, WEIGHTS, DENSE_WEIGHTS):  # what rebuilding the models reads
         p = Path(run_dir) / rel
         if not p.is_file() or sha256_file(p) != manifest["artifacts"].get(rel):
             raise RunDirError(f"{p} is missing or differs from the sha256 in the run's manifest")
@@ -695,3 +714,21 @@ def _remote_entry(run_dir: Path, ctx: Context, host, batches: list[int], duratio
             if ref.get(r["batch"]):
                 r["speedup_vs_dense"] = ref[r["batch"]] / r["p50_ms"]
     return entry
+
+
+PRUNE_STAGES = ["train", "prune", "finetune", "export"]
+
+
+def prune_run(recipe: Recipe, out: str | Path, resume: bool = False, log=print) -> dict:
+    """`edgeprune prune`: train (or load) -> prune with the recipe's method and schedule (or replay a plan)
+    -> fine-tune with the masks kept -> verified ONNX. Returns the summary."""
+    run_dir = compress(recipe, out, resume=resume, log=log, stages=PRUNE_STAGES)
+    from edgeprune.run import read_manifest
+
+    man = read_manifest(run_dir)
+    st = man["stages"]
+    return {"run_dir": str(run_dir), **st["prune"]["results"],
+            "dense_test_accuracy": st["train"]["results"]["test_accuracy"],
+            "test_accuracy": st["finetune"]["results"]["test_accuracy"],
+            "test_accuracy_before_finetune": st["finetune"]["results"]["test_accuracy_before"],
+            "onnx_verified": all(v["passed"] for v in man.get("verification", {}).values())}

@@ -42,7 +42,9 @@ def compress(
     model: str = typer.Argument(..., help="zoo name (see `edgeprune models`) or pkg.module:factory"),
     data: str | None = typer.Option(None, "--data", "-d", help="digits | purchase-synth[:N] | cifar10:DIR | npz:FILE"),
     sparsity: float | None = typer.Option(None, help="fraction of channels removed per prunable group (0-1)"),
-    method: str | None = typer.Option(None, help="pruning method: l1-structured | l2-structured"),
+    method: str | None = typer.Option(None, help="structured | block | 2:4 | unstructured"),
+    criterion: str | None = typer.Option(None, help="structured: l1 | l2 | bn-scale | taylor | random"),
+    schedule: str | None = typer.Option(None, help="one-shot | iterative | gradual | admm"),
     epochs: int | None = typer.Option(None, help="epochs to train the dense model"),
     finetune_epochs: int | None = typer.Option(None, help="epochs to fine-tune after pruning"),
     quant: str | None = typer.Option(None, help="int8 | none"),
@@ -67,6 +69,10 @@ def compress(
             r.prune.sparsity = sparsity
         if method is not None:
             r.prune.method = method
+        if criterion is not None:
+            r.prune.criterion = criterion
+        if schedule is not None:
+            r.prune.schedule = schedule
         if epochs is not None:
             r.train.epochs = epochs
         if finetune_epochs is not None:
@@ -296,7 +302,7 @@ def inspect(
     data: str = typer.Option("cifar-synth:200", "--data", "-d", help="data spec that fixes input shape and classes"),
     block: int = typer.Option(32, help="block size for the block-sparsity check"),
 ):
-    """Prunable channel groups, layers structured pruning leaves alone (and why), params, MACs, mask eligibility."""
+    """Prunable channel groups (coupled layers pruned together), layers it cannot handle and why, params, MACs."""
 
     def go():
         from rich.table import Table
@@ -304,22 +310,21 @@ def inspect(
         from edgeprune.data import load_dataset
         from edgeprune.models import build_model, check_fits, count_macs, count_params
         from edgeprune.prune import masks as M
-        from edgeprune.prune.graph import find_groups
+        from edgeprune.prune.structured import inspect_groups
 
         ds = load_dataset(data)
         m = build_model(model, ds.in_shape, ds.num_classes)
         check_fits(m, ds.in_shape, ds.num_classes, name=f"model {model!r}")
-        report = find_groups(m, ds.in_shape)
+        groups, unhandled = inspect_groups(m, ds.in_shape)
         con = _console()
         con.print(f"{model} on {ds.name}: input {ds.in_shape}, {ds.num_classes} classes, "
                   f"{count_params(m):,} params, {count_macs(m, ds.in_shape):,} MACs")
-        t = Table("producer", "channels", "norms", "depthwise", "consumer", title="prunable channel groups")
-        for g in report.groups:
-            t.add_row(g.producer, str(g.channels), ", ".join(g.norms) or "-", ", ".join(g.depthwise) or "-",
-                      g.consumer + (f" (x{g.flatten_factor} after flatten)" if g.flatten_factor > 1 else ""))
+        t = Table("group root", "channels", "pruned together", title=f"{len(groups)} prunable channel groups")
+        for g in groups:
+            t.add_row(g["root"], str(g["channels"]), ", ".join(g["coupled"]))
         con.print(t)
-        t = Table("layer", "why its output channels are left alone", title="not pruned by channel groups")
-        for name, why in report.skipped.items():
+        t = Table("layer", "why it is not pruned", title="left alone")
+        for name, why in unhandled.items():
             t.add_row(name, why)
         con.print(t)
         _, nm_skip = M.n_m(m)
@@ -354,6 +359,58 @@ def _registry_table(registry, heading: str) -> None:
         doc = (registry.get(name).__doc__ or "").strip().splitlines()
         t.add_row(name, doc[0] if doc else "")
     _console().print(t)
+
+
+@app.command()
+def prune(
+    model: str = typer.Argument(..., help="zoo name or pkg.module:factory"),
+    data: str = typer.Option("purchase-synth", "--data", "-d", help="data spec"),
+    method: str = typer.Option("structured", help="structured | block | 2:4 | unstructured"),
+    criterion: str = typer.Option("l1", help="structured: l1 | l2 | bn-scale | taylor | random"),
+    sparsity: float = typer.Option(0.5, help="channels (structured), blocks (block) or weights (unstructured) removed"),
+    schedule: str = typer.Option("one-shot", help="one-shot | iterative | gradual | admm"),
+    steps: int = typer.Option(3, help="iterative / gradual steps"),
+    block: int = typer.Option(32, "--block", help="block size (16 / 32 / 64) for --method block"),
+    round_to: int = typer.Option(8, help="kept channels are a multiple of this"),
+    global_ranking: bool = typer.Option(False, help="rank channels across layers"),
+    exclude: str = typer.Option("", help="comma-separated module-name globs never pruned"),
+    plan: Path | None = typer.Option(None, help="replay this plan.json instead of computing one"),
+    weights: Path | None = typer.Option(None, help="dense weights (else the model is trained)"),
+    epochs: int | None = typer.Option(None, help="epochs to train the dense model"),
+    finetune_epochs: int | None = typer.Option(None, help="fine-tuning epochs (split across schedule steps)"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("runs/prune"), "--out", "-o"),
+    resume: bool = typer.Option(False),
+):
+    """Prune a model: structured (physically smaller), block, 2:4 or unstructured, with a schedule; saves plan.json."""
+
+    def go():
+        from rich.table import Table
+
+        from edgeprune import api
+        from edgeprune.recipe import Recipe
+
+        r = Recipe(model=model, data=data, seed=seed)
+        p = r.prune
+        p.method, p.criterion, p.sparsity, p.schedule, p.steps = method, criterion, sparsity, schedule, steps
+        p.block, p.round_to, p.global_ranking = block, round_to, global_ranking
+        p.exclude = [e.strip() for e in exclude.split(",") if e.strip()]
+        p.plan = str(plan) if plan else None
+        r.weights = str(weights) if weights else None
+        if epochs is not None:
+            r.train.epochs = epochs
+        if finetune_epochs is not None:
+            r.finetune.epochs = finetune_epochs
+        res = api.prune_run(r, out, resume=resume, log=lambda m: _console(stderr=True).print(m))
+        t = Table("", "dense", "pruned", title=f"{model}: {res['method']} ({res['schedule']}) at {sparsity}")
+        t.add_row("params", f"{res['params_dense']:,}", f"{res['params_pruned']:,}")
+        t.add_row("non-zero params", "", f"{res['params_pruned_nonzero']:,}")
+        t.add_row("MACs", f"{res['macs_dense']:,}", f"{res['macs_pruned']:,}")
+        t.add_row("test acc", f"{res['dense_test_accuracy']:.4f}", f"{res['test_accuracy']:.4f}")
+        _console().print(t)
+        _console().print(f"plan: {res['run_dir']}/plan.json  (ONNX verified: {res['onnx_verified']})")
+
+    _guard(go)
 
 
 @app.command()

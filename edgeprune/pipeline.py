@@ -12,12 +12,6 @@ import torch
 from torch import nn
 
 from edgeprune.recipe import Recipe
-from edgeprune.registry import Registry
-
-# structured pruning methods: name -> importance criterion
-PRUNE_METHODS: Registry = Registry("pruning method")
-PRUNE_METHODS.register("l1-structured")("l1")
-PRUNE_METHODS.register("l2-structured")("l2")
 
 
 def train_dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, desc="train dense"):
@@ -26,18 +20,18 @@ def train_dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Reci
     return train(model, x, y, recipe.train, seed=seed, description=desc)
 
 
-def plan_for(dense: nn.Module, in_shape, recipe: Recipe) -> dict:
-    from edgeprune.prune.structured import make_plan
+def plan_for(model: nn.Module, in_shape, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, seed: int):
+    """Prune ``model`` in place with the recipe's method and schedule; returns (plan, masks)."""
+    from edgeprune.prune import schedule
 
-    cfg = recipe.prune
-    return make_plan(dense, in_shape, cfg.sparsity, criterion=PRUNE_METHODS.get(cfg.method),
-                     round_to=cfg.round_to, method=cfg.method)
+    return schedule.run(model, in_shape, x, y, recipe.prune, recipe.finetune, seed)
 
 
-def finetune(pruned: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, desc="fine-tune"):
+def finetune(pruned: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, desc="fine-tune",
+             masks=None):
     from edgeprune.train import train
 
-    return train(pruned, x, y, recipe.finetune, seed=seed, description=desc)
+    return train(pruned, x, y, recipe.finetune, seed=seed, description=desc, masks=masks or None)
 
 
 def quantize_model(model: nn.Module, in_shape, calibration: np.ndarray, recipe: Recipe, dst: Path) -> Path:
@@ -74,8 +68,6 @@ def run_pipeline(
     dense_only: bool = False,
 ) -> PipelineModels:
     """Train, prune, fine-tune (and quantize) a fresh model on (x, y): what an attacker's shadow goes through."""
-    from edgeprune.prune.structured import apply_plan
-
     torch.manual_seed(seed)
     dense = make_model()
     train_dense(dense, x, y, recipe, seed, desc=f"{tag} dense")
@@ -83,8 +75,8 @@ def run_pipeline(
         return PipelineModels(models={"dense": dense.eval()})
     pruned = make_model()
     pruned.load_state_dict(dense.state_dict())
-    apply_plan(pruned, plan_for(pruned, in_shape, recipe))
-    finetune(pruned, x, y, recipe, seed + 1, desc=f"{tag} fine-tune")
+    _, masks = plan_for(pruned, in_shape, recipe, x, y, seed + 1)
+    finetune(pruned, x, y, recipe, seed + 1, desc=f"{tag} fine-tune", masks=masks)
     out = PipelineModels(models={"dense": dense.eval(), "pruned": pruned.eval()})
     if recipe.quant.mode == "int8":
         calib = calibration_set(x.numpy(), recipe.quant.calibration_samples, seed)

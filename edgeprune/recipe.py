@@ -34,9 +34,16 @@ class SplitConfig:
 
 @dataclass
 class PruneConfig:
-    method: str = "l1-structured"
-    sparsity: float = 0.5
-    round_to: int = 8
+    method: str = "structured"  # structured | block | 2:4 | unstructured (l1-/l2-structured: aliases)
+    criterion: str = "l1"  # l1 | l2 | bn-scale | taylor | random (structured)
+    sparsity: float = 0.5  # fraction of channels (structured), weights (unstructured) or blocks removed
+    schedule: str = "one-shot"  # one-shot | iterative | gradual | admm
+    steps: int = 3  # iterative / gradual steps
+    round_to: int = 8  # kept channels are a multiple of this
+    block: int = 32  # block size for method=block
+    global_ranking: bool = False  # rank channels across layers instead of per layer
+    exclude: list[str] = field(default_factory=list)  # module-name globs never pruned (the classifier always is)
+    plan: str | None = None  # replay this plan.json instead of computing one
 
 
 @dataclass

@@ -1,123 +1,205 @@
-"""Structured channel pruning that physically shrinks layers, recorded as a replayable plan."""
+"""Structured channel pruning that physically shrinks the model, recorded as a replayable plan.
+
+Dependencies come from Torch-Pruning's DepGraph (one traced forward): channels coupled through residual
+adds, concatenations, depthwise / grouped convs, BatchNorm and Linear-after-flatten are removed together.
+The plan records every module-level pruning call (module name, function, indices) in order, so the pruned
+model is rebuilt from the original architecture + plan.json + safetensors without pickles.
+Custom layers plug in with ``register_pruner(ModuleClass, pruning_function_object)``.
+"""
 
 from __future__ import annotations
 
-import math
+import fnmatch
 
 import torch
 from torch import nn
 
 from edgeprune.errors import ConfigError, UserError
-from edgeprune.prune.graph import ChannelGroup, find_groups
-from edgeprune.prune.importance import IMPORTANCE
+from edgeprune.registry import Registry
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+CRITERIA: Registry = Registry("importance criterion")
+CUSTOM_PRUNERS: dict[type, object] = {}
+
+
+def register_pruner(module_type: type, pruner) -> None:
+    """Teach the engine a custom layer: ``pruner`` is a torch_pruning BasePruningFunc instance."""
+    CUSTOM_PRUNERS[module_type] = pruner
+
+
+def _tp():
+    import torch_pruning as tp
+
+    return tp
+
+
+CRITERIA.register("l1")(lambda tp: tp.importance.GroupMagnitudeImportance(p=1))
+CRITERIA.register("l2")(lambda tp: tp.importance.GroupMagnitudeImportance(p=2))
+CRITERIA.register("bn-scale")(lambda tp: tp.importance.BNScaleImportance())
+CRITERIA.register("taylor")(lambda tp: tp.importance.GroupTaylorImportance())
+CRITERIA.register("random")(lambda tp: tp.importance.RandomImportance())
 
 
 def channels_to_keep(n: int, sparsity: float, round_to: int) -> int:
-    """Channels left after removing ``sparsity`` of ``n``, rounded up to a multiple of ``round_to``."""
-    keep = max(1, round(n * (1.0 - sparsity)))
+    """Channels a layer of ``n`` keeps: ``int(n * sparsity)`` are removed, and the rest is rounded down to a
+    multiple of ``round_to`` (at least ``round_to``), as the engine (Torch-Pruning) does."""
+    keep = n - int(n * sparsity)
     if round_to > 1 and n >= round_to:
-        keep = min(n, int(math.ceil(keep / round_to) * round_to))
-    return keep
+        keep = max(round_to, keep - keep % round_to)
+    return max(1, keep)
 
 
-def make_plan(
-    model: nn.Module,
-    in_shape: tuple[int, ...],
-    sparsity: float,
-    criterion: str = "l1",
-    round_to: int = 8,
-    method: str = "l1-structured",
-) -> dict:
-    """Rank channels per group (layer-wise) and keep the most important ones."""
+def output_layers(model: nn.Module, in_shape) -> list[str]:
+    """Layers whose output tensor is the model's output (the classifier): never pruned on their outputs."""
+    seen: dict[int, str] = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: seen.__setitem__(id(o), name))
+             for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *in_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return [seen[id(out)]] if id(out) in seen else []
+
+
+def _ignored(model: nn.Module, in_shape, exclude: list[str]) -> list[nn.Module]:
+    names = set(output_layers(model, in_shape))
+    for name, _ in model.named_modules():
+        if name and any(fnmatch.fnmatch(name, pat) for pat in exclude):
+            names.add(name)
+    return [model.get_submodule(n) for n in names]
+
+
+def make_pruner(model: nn.Module, in_shape, sparsity: float, criterion: str = "l1", round_to: int = 8,
+                global_ranking: bool = False, exclude: list[str] = (), max_ratio: float = 0.95, steps: int = 1,
+                schedule=None):
+    tp = _tp()
     if not 0.0 < sparsity < 1.0:
         raise ConfigError(f"sparsity must be in (0, 1), got {sparsity}")
-    score = IMPORTANCE.get(criterion)
-    report = find_groups(model, in_shape)
-    if not report.groups:
-        raise UserError(f"{type(model).__name__} has no channel group that structured pruning can shrink")
-    groups = []
-    for g in report.groups:
-        scores = score(model, g)
-        keep = channels_to_keep(g.channels, sparsity, round_to)
-        # stable ordering: highest score first, ties by index, then stored sorted
-        order = sorted(range(g.channels), key=lambda i: (-float(scores[i]), i))
-        kept = sorted(order[:keep])
-        groups.append({**g.to_json(), "kept": kept})
-    return {
-        "version": PLAN_VERSION,
-        "method": method,
-        "criterion": criterion,
-        "sparsity": sparsity,
-        "round_to": round_to,
-        "groups": groups,
-        "skipped": report.skipped,
-    }
+    imp = CRITERIA.get(criterion)(tp)
+    kwargs = {}
+    if schedule is not None:
+        kwargs["iterative_pruning_ratio_scheduler"] = schedule
+    try:
+        return tp.pruner.MetaPruner(
+            model, torch.zeros(1, *in_shape), importance=imp, pruning_ratio=sparsity, global_pruning=global_ranking,
+            round_to=round_to if round_to > 1 else None, ignored_layers=_ignored(model, in_shape, list(exclude)),
+            max_pruning_ratio=max_ratio, iterative_steps=steps, customized_pruners=dict(CUSTOM_PRUNERS) or None,
+            **kwargs,
+        )
+    except Exception as e:
+        raise UserError(f"cannot build the dependency graph of {type(model).__name__}: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
 
 
-def _slice_param(module: nn.Module, name: str, idx: torch.Tensor, dim: int) -> None:
-    p = getattr(module, name)
-    if p is None:
-        return
-    new = p.detach().index_select(dim, idx).clone()
-    if isinstance(p, nn.Parameter):
-        setattr(module, name, nn.Parameter(new, requires_grad=p.requires_grad))
-    else:
-        module.register_buffer(name, new)
+def _taylor_gradients(model: nn.Module, batches) -> None:
+    import torch.nn.functional as F
+
+    model.zero_grad()
+    model.eval()
+    for x, y in batches:
+        F.cross_entropy(model(x), y).backward()
 
 
-def _prune_out(m: nn.Module, idx: torch.Tensor) -> None:
-    _slice_param(m, "weight", idx, 0)
-    _slice_param(m, "bias", idx, 0)
-    if isinstance(m, nn.Linear):
-        m.out_features = len(idx)
-    else:
-        m.out_channels = len(idx)
+def prune_step(model: nn.Module, pruner, criterion: str, batches=None) -> list[dict]:
+    """One pruning step in place; returns the module-level calls it made (appended to the plan)."""
+    if criterion == "taylor":
+        if not batches:
+            raise ConfigError("the taylor criterion needs a few batches of data")
+        _taylor_gradients(model, batches)
+    names = {m: n for n, m in model.named_modules()}
+    ops = []
+    for group in pruner.step(interactive=True):
+        for item in group:
+            module = item.dep.target.module
+            if module in names:
+                ops.append({"module": names[module], "fn": item.dep.handler.__name__,
+                            "idxs": sorted(int(i) for i in item.idxs)})
+        group.prune()
+    if criterion == "taylor":
+        model.zero_grad(set_to_none=True)
+    return ops
 
 
-def _prune_norm(m: nn.Module, idx: torch.Tensor) -> None:
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        _slice_param(m, name, idx, 0)
-    m.num_features = len(idx)
+def make_plan(model: nn.Module, in_shape, sparsity: float, criterion: str = "l1", round_to: int = 8,
+              method: str = "structured", global_ranking: bool = False, exclude: list[str] = (),
+              batches=None) -> dict:
+    """Prune a copy-free ``model`` in place (one shot) and return the plan that reproduces it."""
+    pruner = make_pruner(model, in_shape, sparsity, criterion, round_to, global_ranking, exclude)
+    ops = prune_step(model, pruner, criterion, batches)
+    return new_plan(method, criterion, sparsity, round_to, global_ranking, exclude, ops)
 
 
-def _prune_depthwise(m: nn.Conv2d, idx: torch.Tensor) -> None:
-    _slice_param(m, "weight", idx, 0)
-    _slice_param(m, "bias", idx, 0)
-    m.in_channels = m.out_channels = m.groups = len(idx)
+def new_plan(method, criterion, sparsity, round_to, global_ranking, exclude, ops, masks=None) -> dict:
+    return {"version": PLAN_VERSION, "method": method, "criterion": criterion, "sparsity": sparsity,
+            "round_to": round_to, "global_ranking": global_ranking, "exclude": list(exclude),
+            "ops": ops, "masks": masks or {}}
 
 
-def _prune_in(m: nn.Module, idx: torch.Tensor) -> None:
-    _slice_param(m, "weight", idx, 1)
-    if isinstance(m, nn.Linear):
-        m.in_features = len(idx)
-    else:
-        m.in_channels = len(idx)
+def _function_for(module: nn.Module):
+    tp = _tp()
+    for cls, pr in CUSTOM_PRUNERS.items():
+        if isinstance(module, cls):
+            return pr
+    return tp.pruner.function.PrunerBox.get(tp.ops.module2type(module))
 
 
 def apply_plan(model: nn.Module, plan: dict) -> nn.Module:
-    """Shrink ``model`` in place as ``plan`` says. The model must be the unpruned architecture."""
+    """Replay ``plan`` on the unpruned architecture (structure first, then weight masks)."""
+    from edgeprune.prune.masks import decode
+
     if plan.get("version") != PLAN_VERSION:
         raise UserError(f"plan version {plan.get('version')!r} is not supported (expected {PLAN_VERSION})")
-    for g in plan["groups"]:
-        group = ChannelGroup(**{k: g[k] for k in ChannelGroup.__dataclass_fields__})
+    for op in plan.get("ops", []):
         try:
-            prod = model.get_submodule(group.producer)
+            module = model.get_submodule(op["module"])
         except AttributeError:
-            raise UserError(f"plan names layer {group.producer!r}, which this model does not have") from None
-        current = prod.out_features if isinstance(prod, nn.Linear) else prod.out_channels
-        if current != group.channels:
-            raise UserError(f"plan expects {group.channels} channels in {group.producer!r}, model has {current}")
-        kept = torch.tensor(g["kept"], dtype=torch.long)
-        if kept.numel() == 0 or int(kept.max()) >= group.channels or int(kept.min()) < 0:
-            raise UserError(f"plan keeps invalid channel indices in {group.producer!r}")
-        _prune_out(prod, kept)
-        for name in group.norms:
-            _prune_norm(model.get_submodule(name), kept)
-        for name in group.depthwise:
-            _prune_depthwise(model.get_submodule(name), kept)
-        f = group.flatten_factor
-        cons_idx = (kept[:, None] * f + torch.arange(f)[None, :]).reshape(-1) if f > 1 else kept
-        _prune_in(model.get_submodule(group.consumer), cons_idx)
+            raise UserError(f"plan names layer {op['module']!r}, which this model does not have") from None
+        fn = _function_for(module)
+        if fn is None or op["fn"] not in ("prune_out_channels", "prune_in_channels"):
+            raise UserError(f"plan step {op['fn']} on {op['module']!r} ({type(module).__name__}) has no pruning function")
+        getattr(fn, op["fn"])(module, op["idxs"])
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, enc in plan.get("masks", {}).items():
+            if name not in params:
+                raise UserError(f"plan has a mask for {name!r}, which this model does not have")
+            mask = decode(enc)
+            if tuple(mask.shape) != tuple(params[name].shape):
+                raise UserError(f"plan mask for {name!r} has shape {tuple(mask.shape)}, weight is {tuple(params[name].shape)}")
+            params[name].mul_(mask.to(params[name].dtype))
     return model
+
+
+def plan_masks(plan: dict) -> dict[str, torch.Tensor]:
+    from edgeprune.prune.masks import decode
+
+    return {name: decode(enc).float() for name, enc in plan.get("masks", {}).items()}
+
+
+def inspect_groups(model: nn.Module, in_shape) -> tuple[list[dict], dict[str, str]]:
+    """The dependency groups the engine would prune, and the layers it leaves alone with the reason."""
+    tp = _tp()
+    names = {m: n for n, m in model.named_modules()}
+    ignored = _ignored(model, in_shape, [])
+    try:
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *in_shape),
+                                                   customized_pruners=dict(CUSTOM_PRUNERS) or None)
+    except Exception as e:
+        raise UserError(f"cannot build the dependency graph of {type(model).__name__}: {e}") from None
+    groups = []
+    for g in dg.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
+        root = g[0].dep.target.module
+        coupled = sorted({names[i.dep.target.module] for i in g if i.dep.target.module in names} - {names[root]})
+        groups.append({"root": names[root], "channels": len(g[0].idxs), "coupled": coupled})
+    unhandled = {names[m]: "its outputs are the model's outputs (classes)" for m in ignored}
+    for name, m in model.named_modules():
+        if not name or m in ignored or not list(m.parameters(recurse=False)):
+            continue
+        if _function_for(m) is None:
+            unhandled[name] = f"no pruning function for {type(m).__name__}: register one with register_pruner()"
+    return groups, unhandled
