@@ -369,7 +369,6 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
 
 
 def machine() -> dict:
-    import os
     import platform
 
     cpu = platform.processor() or platform.machine()
@@ -426,14 +425,11 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_
     """Export the run's compressed model into RUN_DIR/export/ (fp32, and fp16 / int8 QDQ when asked),
     each verified against torch on real samples; ``fmt='tensorrt'`` lints for TensorRT and builds engines
     when tensorrt imports, otherwise writes the Jetson bundle whose script builds them on the device."""
-    import shutil
-    import tempfile
-
     from edgeprune.export import tensorrt as trt_mod
     from edgeprune.export.lint import errors, lint
     from edgeprune.export.onnx import export_onnx, onnx_predict, to_fp16, verify_onnx
     from edgeprune.quant.ptq import quantize_int8
-    from edgeprune.run import atomic_write_bytes, sha256_file
+    from edgeprune.run import atomic_write_bytes, sha256_file, staged_dir
 
     if fmt not in ("onnx", "tensorrt"):
         raise ConfigError(f"--format must be onnx or tensorrt, got {fmt!r}")
@@ -449,8 +445,7 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_
     xt, yt = ctx.arrays("nonmembers")
     xc, _ = ctx.arrays("members", ctx.recipe.quant.calibration_samples)
     final = run_dir / "export"
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".export."))
-    try:
+    with staged_dir(final) as tmp:
         files = {}
         fp32 = export_onnx(model, ctx.ds.in_shape, tmp / "model.fp32.onnx", opset=opset,
                            dynamic_batch=dynamic_batch, batch=batch)
@@ -506,12 +501,6 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_
         for name in list(files):
             files[name]["sha256"] = sha256_file(tmp / name)
         atomic_write_bytes(tmp / "export.json", (json.dumps(result, indent=2) + "\n").encode())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     manifest["export"] = {k: v for k, v in result.items() if k != "lint"}
     for name in files:
         manifest["artifacts"][f"export/{name}"] = files[name]["sha256"]
@@ -605,9 +594,6 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     its test rows non-members, the other half the attacker's pool) or ``split`` (edgeprune's seeded split).
     Shadow / reference models need the architecture (``--model``) and are trained with the recipe's
     training settings (dense only: the attacker does not know how the model was compressed)."""
-    import shutil
-    import tempfile
-
     import torch
 
     from edgeprune.attack.audit import AuditPlan, ModelFactory, pipeline_key, run_audit
@@ -663,19 +649,13 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     audit["target"] = str(target)
     audit["membership"] = membership
     audit["variants"]["dense"]["artifact"] = str(target)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        from edgeprune.attack.plots import per_class_plot, roc_plot
+    from edgeprune.attack.plots import per_class_plot, roc_plot
+    from edgeprune.run import staged_dir
 
+    with staged_dir(out) as tmp:
         (tmp / "audit.json").write_text(json.dumps(audit, indent=2) + "\n")
         roc_plot(audit, tmp / "audit_roc.png")
         per_class_plot(audit, tmp / "audit_per_class.png")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"audit written to {out}")
     return out, audit
 

@@ -14,6 +14,18 @@ def _plt():
     return plt
 
 
+def log_log_roc_axes(ax, title: str) -> None:
+    """Log-log ROC axes (FPR 1e-4..1) with the chance diagonal, as LiRA's papers plot them."""
+    ax.plot([1e-5, 1], [1e-5, 1], "k:", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1e-4, 1)
+    ax.set_ylim(1e-4, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+
+
 def roc_plot(audit: dict, path: str | Path) -> Path:
     plt = _plt()
     variants = list(audit["roc"])
@@ -22,14 +34,7 @@ def roc_plot(audit: dict, path: str | Path) -> Path:
         for name, pts in sorted(audit["roc"][v].items()):
             auc = audit["variants"][v]["attacks"][name]["auc"]
             ax.plot(pts["fpr"], pts["tpr"], label=f"{name} ({auc:.3f})", lw=1.2)
-        ax.plot([1e-5, 1], [1e-5, 1], "k--", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(1e-4, 1)
-        ax.set_ylim(1e-4, 1)
-        ax.set_xlabel("false positive rate")
-        ax.set_ylabel("true positive rate")
-        ax.set_title(v)
+        log_log_roc_axes(ax, v)
         if audit["roc"][v]:
             ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()

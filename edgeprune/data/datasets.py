@@ -85,19 +85,25 @@ def _digits(arg: str | None) -> Dataset:
     return Dataset("digits", x, d.target.astype(np.int64), 10, prep)
 
 
+def _sample_count(name: str, arg: str | None, default: int, lo: int, hi: int) -> int:
+    """The N of ``name:N`` for generated data sets."""
+    if not arg:
+        return default
+    try:
+        n = int(arg)
+    except ValueError:
+        raise DataError(f"{name}:N needs a whole number of samples, got {arg!r}") from None
+    if not lo <= n <= hi:
+        raise DataError(f"{name}:N needs {lo} <= N <= {hi}, got {n}")
+    return n
+
+
 @DATASETS.register("purchase-synth")
 def _purchase_synth(arg: str | None) -> Dataset:
     """A Purchase-100-like tabular task that leaks (see DESIGN.md): 600 features, 100 classes."""
     from sklearn.datasets import make_classification
 
-    n = 20000
-    if arg:
-        try:
-            n = int(arg)
-        except ValueError:
-            raise DataError(f"purchase-synth:N needs a whole number of samples, got {arg!r}") from None
-        if not 1000 <= n <= 200000:
-            raise DataError(f"purchase-synth:N needs 1000 <= N <= 200000, got {n}")
+    n = _sample_count("purchase-synth", arg, 20000, 1000, 200000)
     x, y = make_classification(
         n_samples=n, n_features=600, n_informative=50, n_redundant=0, n_classes=100,
         n_clusters_per_class=1, class_sep=3.0, random_state=0,
@@ -109,14 +115,7 @@ def _purchase_synth(arg: str | None) -> Dataset:
 @DATASETS.register("cifar-synth")
 def _cifar_synth(arg: str | None) -> Dataset:
     """CIFAR-shaped (3x32x32, 10 classes) synthetic images: class templates + noise, for shapes and speed."""
-    n = 6000
-    if arg:
-        try:
-            n = int(arg)
-        except ValueError:
-            raise DataError(f"cifar-synth:N needs a whole number of samples, got {arg!r}") from None
-        if not 100 <= n <= 100000:
-            raise DataError(f"cifar-synth:N needs 100 <= N <= 100000, got {n}")
+    n = _sample_count("cifar-synth", arg, 6000, 100, 100000)
     rng = np.random.default_rng(0)
     templates = rng.normal(size=(10, 3, 8, 8)).astype(np.float32)
     templates = templates.repeat(4, axis=2).repeat(4, axis=3)  # smooth 32x32 class patterns

@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from edgeprune import __version__
 from edgeprune.export.lint import lint
-from edgeprune.run import sha256_file
+from edgeprune.run import sha256_file, staged_dir
 
 TARGET = {"device": "NVIDIA Jetson Orin", "jetpack": "6.x", "tensorrt": "10.3", "cuda": "12.6", "sm": "87"}
 CHECK = {"fp32": (1e-3, 1.0), "fp16": (2e-2, 0.98), "int8": (0.25, 0.9)}  # (rtol, min top-1 agreement)
@@ -124,9 +123,7 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
     from edgeprune.quant.ptq import quantize_int8
 
     out = Path(out).expanduser().resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with staged_dir(out) as tmp:
         fp32 = export_onnx(model, in_shape, tmp / "model.fp32.onnx", opset=opset, dynamic_batch=dynamic_batch,
                            batch=batch)
         with torch.no_grad():
@@ -188,12 +185,6 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
             "files": {f: sha256_file(tmp / f) for f in files},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

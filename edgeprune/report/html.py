@@ -136,14 +136,9 @@ def plots(data: dict) -> dict[str, str]:
             roc = r["roc"].get(v["variant"], {}).get(v["strongest_attack"] or "")
             if roc:
                 ax.plot(roc["fpr"], roc["tpr"], lw=1, label=f"{r['name']}:{v['variant']} ({v['strongest_attack']})")
-    ax.plot([1e-5, 1], [1e-5, 1], "k:", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(1e-4, 1)
-    ax.set_ylim(1e-4, 1)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("ROC of the strongest attack (log-log)")
+    from edgeprune.attack.plots import log_log_roc_axes
+
+    log_log_roc_axes(ax, "ROC of the strongest attack (log-log)")
     ax.legend(fontsize=6)
     out["roc"] = _png(fig)
     return out
