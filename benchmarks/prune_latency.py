@@ -35,7 +35,7 @@ def main() -> int:
     from rich.table import Table
 
     from edgeprune.api import machine
-    from edgeprune.bench.latency import ort_cpu_latency
+    from edgeprune.bench.backends import BACKENDS, Settings, Target
     from edgeprune.export.onnx import export_onnx, verify_onnx
     from edgeprune.models import build_model, count_macs, count_params
     from edgeprune.prune.structured import make_plan
@@ -60,10 +60,10 @@ def main() -> int:
                 verify_onnx(m, path, torch.randn(4, *shape).numpy())
                 row = {"model": name, "variant": label, "sparsity": s, "params": count_params(m),
                        "macs": count_macs(m, shape), "latency": {}}
+                ort = BACKENDS.get("ort-cpu")
+                settings = Settings(threads=args.threads, warmup_s=0.3, duration_s=args.duration, min_runs=20)
                 for b in batches:
-                    lat = ort_cpu_latency(path, shape, b, threads=args.threads, warmup_s=0.3,
-                                          duration_s=args.duration, min_runs=20)
-                    row["latency"][str(b)] = lat
+                    row["latency"][str(b)] = ort.measure(Target(label, shape, str(path)), b, settings)
                 if s == 0.0:
                     base = row
                 row["mac_reduction"] = base["macs"] / row["macs"]

@@ -237,21 +237,25 @@ def _stage_quantize(ctx: Context, run):
     }
 
 
-def _variants(ctx: Context, run=None) -> list[tuple[str, str]]:
+def _variants(ctx: Context) -> list[tuple[str, str]]:
     out = [("dense", DENSE_ONNX), ("pruned", ONNX)]
     if ctx.recipe.quant.mode == "int8":
         out.append(("pruned+int8", INT8_ONNX))
     return out
 
 
-def _stage_audit(ctx: Context, run):
+def _onnx_targets(ctx: Context, run) -> dict:
+    """Predictors of the run's exported variants, keyed for the signal cache by the artifact's sha256."""
     from edgeprune.attack.signals import onnx_predictor
 
-    targets = {label: onnx_predictor(run.path(rel), key=f"{label}-{run.manifest['artifacts'][rel][:16]}")
-               for label, rel in _variants(ctx, run)}
-    audit = _audit_targets(ctx, targets, run.path("audit_cache"))
+    return {label: onnx_predictor(run.path(rel), key=f"{label}-{run.manifest['artifacts'][rel][:16]}")
+            for label, rel in _variants(ctx)}
+
+
+def _stage_audit(ctx: Context, run):
+    audit = _audit_targets(ctx, _onnx_targets(ctx, run), run.path("audit_cache"))
     audit["on"] = "onnxruntime (the exported artifacts)"
-    for label, rel in _variants(ctx, run):
+    for label, rel in _variants(ctx):
         audit["variants"][label]["artifact"] = rel
     return _write_audit(run, audit), {}
 
@@ -283,7 +287,7 @@ def _run_targets(ctx: Context, run_dir: Path, with_torch: bool = False) -> list:
     from edgeprune.bench.backends import Target
 
     out = []
-    for label, rel in _variants(ctx, None):
+    for label, rel in _variants(ctx):
         module = None
         if with_torch and label == "dense":
             module = load_dense(ctx, run_dir)
@@ -321,19 +325,15 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
     """Re-audit a finished run (signals are cached in the run, so other attacks cost little)."""
     import dataclasses
 
-    from edgeprune.attack.signals import onnx_predictor, torch_predictor
-    from edgeprune.recipe import from_dict
-    from edgeprune.run import Run, read_manifest
+    from edgeprune.attack.signals import torch_predictor
+    from edgeprune.run import Run
 
-    manifest = read_manifest(run_dir)
-    recipe = from_dict(Recipe, manifest["recipe"])
-    if data is not None and data != recipe.data:
-        raise ConfigError(f"run {run_dir} was made on {recipe.data!r}, not {data!r}")
     if on not in ("onnx", "torch"):
         raise ConfigError(f"--on must be onnx or torch, got {on!r}")
-    ctx = Context(recipe)
-    if ctx.split.hash() != manifest["split"]["hash"]:
-        raise RunDirError(f"the data behind {run_dir} changed (split hash differs); cannot audit it")
+    manifest, ctx = _open_run(run_dir)
+    recipe = ctx.recipe
+    if data is not None and data != recipe.data:
+        raise ConfigError(f"run {run_dir} was made on {recipe.data!r}, not {data!r}")
     cfg = dataclasses.replace(
         recipe.audit,
         attacks=attacks if attacks is not None else recipe.audit.attacks,
@@ -345,9 +345,7 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
     run = Run(run_dir, manifest["recipe"], resume=True)
     try:
         if on == "onnx":
-            variants = _variants(ctx, run)
-            targets = {label: onnx_predictor(run.path(rel), key=f"{label}-{manifest['artifacts'][rel][:16]}")
-                       for label, rel in variants}
+            variants, targets = _variants(ctx), _onnx_targets(ctx, run)
         else:
             variants = [("dense", DENSE_WEIGHTS), ("pruned", WEIGHTS)]
             targets = {"dense": torch_predictor(load_dense(ctx, run.dir), f"torch-dense-{manifest['artifacts'][DENSE_WEIGHTS][:16]}"),

@@ -63,26 +63,13 @@ def compress(
 
         r = load_recipe(recipe) if recipe else Recipe()
         r.model = model
-        if data is not None:
-            r.data = data
-        if sparsity is not None:
-            r.prune.sparsity = sparsity
-        if method is not None:
-            r.prune.method = method
-        if criterion is not None:
-            r.prune.criterion = criterion
-        if schedule is not None:
-            r.prune.schedule = schedule
-        if epochs is not None:
-            r.train.epochs = epochs
-        if finetune_epochs is not None:
-            r.finetune.epochs = finetune_epochs
-        if quant is not None:
-            r.quant.mode = quant
-        if weights is not None:
-            r.weights = str(weights)
-        if seed is not None:
-            r.seed = seed
+        overrides = [(r, "data", data), (r.prune, "sparsity", sparsity), (r.prune, "method", method),
+                     (r.prune, "criterion", criterion), (r.prune, "schedule", schedule), (r.train, "epochs", epochs),
+                     (r.finetune, "epochs", finetune_epochs), (r.quant, "mode", quant),
+                     (r, "weights", str(weights) if weights is not None else None), (r, "seed", seed)]
+        for section, field, value in overrides:  # options given on the command line win over the recipe
+            if value is not None:
+                setattr(section, field, value)
         con = _console()
         run_dir = api.compress(r, out, resume=resume, log=lambda m: _console(stderr=True).print(m))
         report = api.load_report(run_dir)

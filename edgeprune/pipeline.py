@@ -59,10 +59,6 @@ class PipelineModels:
     onnx: dict[str, Path] = field(default_factory=dict)  # pruned+int8
 
 
-def variant_names(recipe: Recipe) -> list[str]:
-    return ["dense", "pruned"] + (["pruned+int8"] if recipe.quant.mode == "int8" else [])
-
-
 def run_pipeline(
     make_model, in_shape, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, workdir: Path, tag: str,
     dense_only: bool = False,

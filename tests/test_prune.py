@@ -190,7 +190,6 @@ def test_admm_pulls_weights_towards_the_sparse_set():
     torch.manual_seed(0)
     x, y = torch.randn(256, 64), torch.randint(0, 10, (256,))
     base = build_model("mlp", (64,), 10)
-    cfg = PruneConfig(method="unstructured", sparsity=0.7)
     one = copy.deepcopy(base)
     adm = copy.deepcopy(base)
     # before hard pruning, ADMM has moved the weights that will be cut towards zero: less is lost by the cut
@@ -205,7 +204,6 @@ def test_admm_pulls_weights_towards_the_sparse_set():
         total = sum(float(params[k].detach().pow(2).sum()) for k in masks)
         model.cut_share = cut / total
     assert adm.cut_share < one.cut_share
-    _ = cfg
 
 
 def test_prune_command_and_plan_replay(tmp_path):

@@ -39,8 +39,6 @@ from edgeprune.attack.signals import (
 from edgeprune.errors import ConfigError
 from edgeprune.progress import progress
 
-DEFAULT_ATTACKS = ["loss", "confidence"]
-
 
 def resolve_attacks(names: list[str]) -> list[str]:
     if names == ["all"] or names == "all":

@@ -114,9 +114,6 @@ class Signals:
     def correct(self) -> np.ndarray:
         return self.logits.argmax(1) == self.labels
 
-    def subset(self, idx: np.ndarray) -> Signals:
-        return Signals(self.logits[idx], self.labels[idx], None if self.sens is None else self.sens[idx])
-
 
 class SignalCache:
     """Signals on disk (npz, no pickles), keyed by model key + sample set + what was computed."""

@@ -34,17 +34,6 @@ def time_callable(fn, warmup_s: float, duration_s: float, min_runs: int) -> list
     return times
 
 
-def ort_cpu_latency(path, in_shape, batch: int, threads: int = 1, warmup_s: float = 0.2,
-                    duration_s: float = 1.0, min_runs: int = 20, seed: int = 0) -> dict:
-    from edgeprune.export.onnx import session
-
-    sess = session(path, threads)
-    name = sess.get_inputs()[0].name
-    x = np.random.default_rng(seed).standard_normal((batch, *in_shape)).astype(np.float32)
-    times = time_callable(lambda: sess.run(None, {name: x}), warmup_s, duration_s, min_runs)
-    return summarize(times, batch)
-
-
 def bench_targets(targets, backends: list[str], batches: list[int], settings, baseline: str | None = None,
                   log=print) -> list[dict]:
     """Time every target on every backend; returns one bench.json entry per backend that could run.

@@ -41,18 +41,18 @@ def two_four_sparse(model) -> bool:
     return bool(weights) and all(is_two_four(w) for w in weights)
 
 
+def _script_head(comment: list[str]) -> list[str]:
+    """Shebang, strict mode, cd into the bundle and find trtexec (both scripts start this way)."""
+    return ["#!/usr/bin/env bash", *comment, "set -euo pipefail", 'cd "$(dirname "$0")"',
+            'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
+            'if [ ! -x "$TRTEXEC" ]; then echo "trtexec not found (set TRTEXEC); use run_onnx.py instead" >&2; exit 1; fi']
+
+
 def _build_engine_sh(models: list[dict], sparse: bool, dynamic: bool, in_shape, plugins: bool) -> str:
-    lines = [
-        "#!/usr/bin/env bash",
+    lines = _script_head([
         "# Build TensorRT engines on the device (engines are specific to the GPU and TensorRT version).",
         "# Usage: ./build_engine.sh    (set TRTEXEC=/path/to/trtexec if it is not on PATH)",
-        "set -euo pipefail",
-        'cd "$(dirname "$0")"',
-        'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
-        'if [ ! -x "$TRTEXEC" ]; then echo "trtexec not found (set TRTEXEC); use run_onnx.py instead" >&2; exit 1; fi',
-        "mkdir -p engines",
-        "PLUGIN_ARGS=()",
-    ]
+    ]) + ["mkdir -p engines", "PLUGIN_ARGS=()"]
     if plugins:
         lines += [
             "# the block-sparse plugin: build it once for this device (sm_87 on Orin)",
@@ -84,18 +84,10 @@ def _build_engine_sh(models: list[dict], sparse: bool, dynamic: bool, in_shape, 
 
 
 def _bench_sh(models: list[dict], plugins: bool) -> str:
-    lines = [
-        "#!/usr/bin/env bash",
+    lines = _script_head([
         "# Time the engines built by build_engine.sh: CUDA graphs, no host<->device copies, p50/p90/p99.",
         "# Results: results/<engine>.times.json, results/<engine>.log",
-        "set -euo pipefail",
-        'cd "$(dirname "$0")"',
-        'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
-        'if [ ! -x "$TRTEXEC" ]; then echo "trtexec not found (set TRTEXEC); use run_onnx.py instead" >&2; exit 1; fi',
-        'DURATION="${DURATION:-10}"',
-        "mkdir -p results",
-        "PLUGIN_ARGS=()",
-    ]
+    ]) + ['DURATION="${DURATION:-10}"', "mkdir -p results", "PLUGIN_ARGS=()"]
     if plugins:
         lines += ["if [ -f plugins/build/libedgeprune_plugins.so ]; then",
                   "  PLUGIN_ARGS=(--plugins=plugins/build/libedgeprune_plugins.so)", "fi"]

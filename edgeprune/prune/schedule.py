@@ -149,7 +149,7 @@ def _admm(model, x, y, train_cfg, seed: int, project, rho: float = 1e-3, rounds:
     U = {k: torch.zeros_like(v) for k, v in Z.items()}
     per_round = dataclasses.replace(train_cfg, epochs=max(1, train_cfg.epochs // rounds))
 
-    def penalty(model_, xb, yb, logits):
+    def penalty(_model, _x, _y, _logits):
         return sum(0.5 * rho * (params[k] - Z[k] + U[k]).pow(2).sum() for k in Z)
 
     for r in range(rounds):
