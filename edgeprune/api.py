@@ -21,6 +21,7 @@ PLAN = "plan.json"
 WEIGHTS = "model.safetensors"
 ONNX = "model.onnx"
 INT8_ONNX = "model.int8.onnx"
+MIXED_ONNX = "model.mixed.onnx"
 
 
 class Context:
@@ -62,6 +63,14 @@ class Context:
         if limit is not None and idx.size > limit:
             idx = np.sort(np.random.default_rng(self.recipe.seed).choice(idx, limit, replace=False))
         return self.ds.x[idx], self.ds.y[idx]
+
+    def reference(self):
+        """The defender's reference data: a seeded subset of the pool (never a member or an audited
+        non-member), for the defenses, the leakage criterion and mixed precision."""
+        from edgeprune.pipeline import split_reference
+
+        x, y = self.tensors("pool")
+        return split_reference(x, y, self.recipe.defense.reference_samples, self.recipe.seed + 5)
 
     def fresh_model(self):
         from edgeprune.models import build_model
@@ -162,7 +171,8 @@ def _stage_prune(ctx: Context, run):
         pruned = apply_plan(dense, plan)
     else:
         pruned = dense
-        plan, _ = plan_for(pruned, ctx.ds.in_shape, ctx.recipe, xm, ym, ctx.recipe.seed + 1)
+        plan, _ = plan_for(pruned, ctx.ds.in_shape, ctx.recipe, xm, ym, ctx.recipe.seed + 1,
+                           reference=ctx.reference())
     run.write_json(PLAN, plan)
     run.write_bytes(PRUNED_WEIGHTS, _state_bytes(pruned))
     from edgeprune.prune.masks import decode
@@ -192,9 +202,11 @@ def _stage_finetune(ctx: Context, run):
     xm, ym = ctx.tensors("members")
     xn, yn = ctx.tensors("nonmembers")
     before = accuracy(predict_logits(model, xn), yn)
-    history = finetune(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed + 1, masks=plan_masks(plan))
+    history, defense = finetune(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed + 1, masks=plan_masks(plan),
+                                reference=ctx.reference(), teacher=load_dense(ctx, run.dir))
     run.write_bytes(WEIGHTS, _state_bytes(model))
     return [WEIGHTS], {
+        "defense": defense,
         "test_accuracy_before": before,
         "train_accuracy": accuracy(predict_logits(model, xm), ym),
         "test_accuracy": accuracy(predict_logits(model, xn), yn),
@@ -216,21 +228,34 @@ def _stage_export(ctx: Context, run):
     return [DENSE_ONNX, ONNX], results
 
 
+def _quant_file(ctx: Context) -> str | None:
+    return {"int8": INT8_ONNX, "mixed": MIXED_ONNX}.get(ctx.recipe.quant.mode)
+
+
 def _stage_quantize(ctx: Context, run):
     from edgeprune.export.onnx import onnx_predict
-    from edgeprune.quant.ptq import quantize_int8
+    from edgeprune.pipeline import quantize_model
+    from edgeprune.prune.structured import plan_masks
 
     cfg = ctx.recipe.quant
-    if cfg.mode == "none":
+    rel = _quant_file(ctx)
+    if rel is None:
         return [], {"mode": "none"}
     xc, _ = ctx.arrays("members", cfg.calibration_samples)
-    quantize_int8(run.path(ONNX), run.tmp_path(INT8_ONNX), xc, activations=cfg.activations, method=cfg.calibration)
-    run.commit(INT8_ONNX)
+    xm, ym = ctx.tensors("members")
+    plan = json.loads(run.path(PLAN).read_text())
+    _, info = quantize_model(load_pruned(ctx, run.dir), ctx.ds.in_shape, xc, ctx.recipe, run.tmp_path(rel), xm, ym,
+                             ctx.reference(), load_dense(ctx, run.dir), plan_masks(plan), ctx.recipe.seed + 1)
+    run.commit(rel)
     xt, yt = ctx.arrays("nonmembers")
-    q = onnx_predict(run.path(INT8_ONNX), xt)
+    q = onnx_predict(run.path(rel), xt)
     f = onnx_predict(run.path(ONNX), xt)
-    return [INT8_ONNX], {
-        "mode": cfg.mode, "activations": cfg.activations, "weights": "int8 symmetric per-channel",
+    bits = info.pop("weight_bits")
+    weights = "int8 symmetric per-channel" if cfg.mode == "int8" else \
+        f"int8/int4 symmetric per-channel ({sum(b == 4 for b in bits.values())} of {len(bits)} layers at 4 bits)"
+    return [rel], {
+        **info, "weight_bits": bits,
+        "mode": cfg.mode, "activations": cfg.activations, "weights": weights,
         "calibration": cfg.calibration, "calibration_samples": len(xc),
         "test_accuracy": float((q.argmax(1) == yt).mean()),
         "top1_agreement_with_fp32": float((q.argmax(1) == f.argmax(1)).mean()),
@@ -238,9 +263,11 @@ def _stage_quantize(ctx: Context, run):
 
 
 def _variants(ctx: Context) -> list[tuple[str, str]]:
+    from edgeprune.pipeline import quant_variant
+
     out = [("dense", DENSE_ONNX), ("pruned", ONNX)]
-    if ctx.recipe.quant.mode == "int8":
-        out.append(("pruned+int8", INT8_ONNX))
+    if _quant_file(ctx):
+        out.append((quant_variant(ctx.recipe), _quant_file(ctx)))
     return out
 
 
@@ -268,7 +295,7 @@ def _audit_targets(ctx: Context, targets: dict, cache_dir: Path, cfg=None) -> di
     plan = AuditPlan(cfg.attacks, cfg.shadows, cfg.references, cfg.max_samples, cfg.population, cfg.bootstrap,
                      ctx.recipe.seed)
     factory = ModelFactory(ctx.fresh_model, ctx.ds.in_shape, ctx.recipe,
-                           pipeline_key(ctx.recipe, ctx.split.hash()), list(targets))
+                           pipeline_key(ctx.recipe, ctx.split.hash()), list(targets), pool=ctx.split.pool)
     return run_audit(ctx.ds, ctx.split, targets, plan, factory, SignalCache(cache_dir))
 
 

@@ -43,11 +43,14 @@ def compress(
     data: str | None = typer.Option(None, "--data", "-d", help="digits | purchase-synth[:N] | cifar10:DIR | npz:FILE"),
     sparsity: float | None = typer.Option(None, help="fraction of channels removed per prunable group (0-1)"),
     method: str | None = typer.Option(None, help="structured | block | 2:4 | unstructured"),
-    criterion: str | None = typer.Option(None, help="structured: l1 | l2 | bn-scale | taylor | random"),
+    criterion: str | None = typer.Option(None, help="structured: l1 | l2 | bn-scale | taylor | random | leakage"),
     schedule: str | None = typer.Option(None, help="one-shot | iterative | gradual | admm"),
     epochs: int | None = typer.Option(None, help="epochs to train the dense model"),
     finetune_epochs: int | None = typer.Option(None, help="epochs to fine-tune after pruning"),
-    quant: str | None = typer.Option(None, help="int8 | none"),
+    defense: str | None = typer.Option(None, help="fine-tuning defense NAME[:STRENGTH], e.g. kl:4 (see `edgeprune defenses`)"),
+    quant: str | None = typer.Option(None, help="int8 | mixed (8/4-bit weights chosen against leakage) | none"),
+    qat_epochs: int | None = typer.Option(None, help="fake-quant fine-tuning epochs before export (0: PTQ only)"),
+    target_bits: float | None = typer.Option(None, help="mixed: average weight bits to reach (4-8)"),
     weights: Path | None = typer.Option(None, help="dense weights (.safetensors, or a state_dict read with weights_only=True)"),
     seed: int | None = typer.Option(None, help="seed for split, training and fine-tuning"),
     recipe: Path | None = typer.Option(None, help="YAML recipe; options given here override it"),
@@ -58,12 +61,16 @@ def compress(
 
     def go():
         from edgeprune import api
+        from edgeprune.defend import parse
         from edgeprune.recipe import Recipe, load_recipe
         from edgeprune.report.tables import to_rich
 
         r = load_recipe(recipe) if recipe else Recipe()
         r.model = model
-        overrides = [(r, "data", data), (r.prune, "sparsity", sparsity), (r.prune, "method", method),
+        if defense is not None:
+            r.defense.name, r.defense.strength = parse(defense)
+        overrides = [(r.quant, "qat_epochs", qat_epochs), (r.quant, "target_bits", target_bits),
+                     (r, "data", data), (r.prune, "sparsity", sparsity), (r.prune, "method", method),
                      (r.prune, "criterion", criterion), (r.prune, "schedule", schedule), (r.train, "epochs", epochs),
                      (r.finetune, "epochs", finetune_epochs), (r.quant, "mode", quant),
                      (r, "weights", str(weights) if weights is not None else None), (r, "seed", seed)]
@@ -406,6 +413,99 @@ def models():
     from edgeprune.models import MODELS
 
     _registry_table(MODELS, "model")
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        _fail(f"--{name} takes comma-separated numbers, got {text!r}")
+
+
+def _words(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+@app.command()
+def tune(
+    model: str = typer.Argument(..., help="zoo name or pkg.module:factory"),
+    data: str | None = typer.Option(None, "--data", "-d", help="data spec"),
+    sparsity: str = typer.Option("0.5", help="comma-separated sparsities to try"),
+    method: str = typer.Option("structured", help="comma-separated pruning methods"),
+    criterion: str = typer.Option("l1", help="comma-separated criteria (l1, leakage, ...)"),
+    defense: str = typer.Option("none", help="comma-separated NAME[:STRENGTH] defenses, e.g. none,kl:4,relaxloss:1"),
+    quant: str = typer.Option("int8", help="comma-separated quantization modes (int8, mixed, none)"),
+    max_acc_drop: float | None = typer.Option(None, help="budget: accuracy points below the dense model"),
+    max_auc: float | None = typer.Option(None, help="budget: AUC of the strongest attack"),
+    max_tpr: float | None = typer.Option(None, help="budget: TPR at 0.1% FPR of the strongest attack"),
+    objective: str = typer.Option("latency", help="latency | size | auc | tpr | accuracy"),
+    search: str = typer.Option("grid", help="grid | halving (a third of the fine-tuning first, then the best third)"),
+    jobs: int = typer.Option(1, help="trials run in parallel processes"),
+    attacks: str | None = typer.Option(None, help="attacks per trial (default: the recipe's)"),
+    shadows: int | None = typer.Option(None, help="shadow models per trial"),
+    references: int | None = typer.Option(None, help="reference models per trial"),
+    epochs: int | None = typer.Option(None, help="epochs to train the dense model (once)"),
+    finetune_epochs: int | None = typer.Option(None, help="fine-tuning epochs per trial"),
+    weights: Path | None = typer.Option(None, help="dense weights instead of training"),
+    seed: int | None = typer.Option(None, help="seed"),
+    recipe: Path | None = typer.Option(None, help="YAML recipe for everything not searched"),
+    out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="tune directory"),
+):
+    """Search compression settings to an accuracy / leakage budget; Pareto front and the chosen point."""
+
+    def go():
+        from rich.table import Table
+
+        from edgeprune.recipe import Recipe, load_recipe
+        from edgeprune.tune import Budget, Space
+        from edgeprune.tune import tune as run_tune
+
+        r = load_recipe(recipe) if recipe else Recipe()
+        r.model = model
+        for section, field, value in [(r, "data", data), (r.train, "epochs", epochs),
+                                      (r.finetune, "epochs", finetune_epochs), (r, "seed", seed),
+                                      (r.audit, "shadows", shadows), (r.audit, "references", references),
+                                      (r, "weights", str(weights) if weights is not None else None),
+                                      (r.audit, "attacks", _words(attacks) if attacks else None)]:
+            if value is not None:
+                setattr(section, field, value)
+        r.validate()
+        space = Space(_floats(sparsity, "sparsity"), _words(method), _words(criterion), _words(defense), _words(quant))
+        budget = Budget(max_acc_drop, max_auc, max_tpr, objective)
+        res = run_tune(r, space, budget, out, search=search, jobs=jobs, log=lambda m: _console(stderr=True).print(m))
+        t = Table("id", "configuration", "acc", "drop", "AUC", "TPR@.1%", "ms b1", "front", "budget",
+                  title=f"edgeprune tune: {len(res['trials'])} trials (drop in accuracy points)")
+        for tr in res["trials"]:
+            if tr["rung"] != 1:
+                continue
+            c, m = tr["config"], tr.get("metrics")
+            mark = "[bold green]chosen[/]" if tr["id"] == res["chosen"] else ("ok" if tr["feasible"] else "no")
+            conf = f"{c['method']}/{c['criterion']} {c['sparsity']} {c['defense']} {c['quant']}"
+            if m is None:
+                t.add_row(str(tr["id"]), conf, "-", "-", "-", "-", "-", "-", tr.get("error", "failed")[:40])
+                continue
+            t.add_row(str(tr["id"]), conf, f"{m['accuracy']:.3f}", f"{m['acc_drop_points']:.2f}", f"{m['auc']:.3f}",
+                      f"{m['tpr_at_0.1']:.3f}", f"{m['latency_ms']:.3f}", "*" if tr["pareto"] else "", mark)
+        con = _console()
+        con.print(t)
+        con.print(res["verdict"])
+        con.print(f"tune directory: {out}  (tune.json, tune_pareto.png, trials/)")
+
+    _guard(go)
+
+
+@app.command()
+def defenses():
+    """List the privacy defenses (--defense NAME[:STRENGTH])."""
+    from rich.table import Table
+
+    from edgeprune.defend import describe
+
+    t = Table("defense", "strength (default)", "needs")
+    for d in describe():
+        t.add_row(d["name"], f"{d['strength']} ({d['default_strength']})" if d["name"] != "none" else "-",
+                  ", ".join(d["needs"]) or "-")
+    _console().print(t)
 
 
 @app.command()

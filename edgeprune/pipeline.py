@@ -13,6 +13,14 @@ from torch import nn
 
 from edgeprune.recipe import Recipe
 
+Reference = tuple[torch.Tensor, torch.Tensor] | None  # the defender's held-out data (never audited)
+
+
+def make_defense(recipe: Recipe, reference: Reference, teacher: nn.Module | None, seed: int):
+    from edgeprune.defend import build
+
+    return build(recipe.defense, reference=reference, teacher=teacher, seed=seed)
+
 
 def train_dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, desc="train dense"):
     from edgeprune.train import train
@@ -20,29 +28,79 @@ def train_dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Reci
     return train(model, x, y, recipe.train, seed=seed, description=desc)
 
 
-def plan_for(model: nn.Module, in_shape, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, seed: int):
+def plan_for(model: nn.Module, in_shape, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, seed: int,
+             reference: Reference = None):
     """Prune ``model`` in place with the recipe's method and schedule; returns (plan, masks)."""
     from edgeprune.prune import schedule
 
-    return schedule.run(model, in_shape, x, y, recipe.prune, recipe.finetune, seed)
+    return schedule.run(model, in_shape, x, y, recipe.prune, recipe.finetune, seed, reference=reference)
 
 
 def finetune(pruned: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, desc="fine-tune",
-             masks=None):
+             masks=None, reference: Reference = None, teacher: nn.Module | None = None) -> tuple[list[float], dict]:
+    """Fine-tune with the recipe's defense; returns (loss history, what the defense reports)."""
     from edgeprune.train import train
 
-    return train(pruned, x, y, recipe.finetune, seed=seed, description=desc, masks=masks or None)
+    defense = make_defense(recipe, reference, teacher, seed)
+    history = train(pruned, x, y, recipe.finetune, seed=seed, description=desc, masks=masks or None, defense=defense)
+    return history, defense.info()
 
 
-def quantize_model(model: nn.Module, in_shape, calibration: np.ndarray, recipe: Recipe, dst: Path) -> Path:
-    """Export ``model`` to ONNX and quantize it to int8 QDQ at ``dst``."""
+def quantize_model(model: nn.Module, in_shape, calibration: np.ndarray, recipe: Recipe, dst: Path,
+                   x: torch.Tensor | None = None, y: torch.Tensor | None = None, reference: Reference = None,
+                   teacher: nn.Module | None = None, masks=None, seed: int = 0) -> tuple[Path, dict]:
+    """Quantize ``model`` to QDQ ONNX at ``dst``: int8, or mixed 8/4-bit weights chosen against leakage;
+    with ``quant.qat_epochs`` > 0 first fine-tune with fake-quant weights (and the recipe's defense) on
+    (x, y). ``model`` is not changed. Returns (path, what was done)."""
+    import copy
+
+    from edgeprune.errors import ConfigError
     from edgeprune.export.onnx import export_onnx
     from edgeprune.quant.ptq import quantize_int8
+    from edgeprune.quant.qat import qat, quant_layers
 
+    cfg = recipe.quant
+    model = copy.deepcopy(model).eval()
+    bits = {n: 8 for n in quant_layers(model)}
+    info: dict = {"mode": cfg.mode}
+    if cfg.mode == "mixed":
+        from edgeprune.quant.mixed import choose_bits
+
+        if x is None or reference is None:
+            raise ConfigError("mixed precision needs member and reference data")
+        choice = choose_bits(model, (x, y), reference, cfg.target_bits, cfg.max_acc_drop)
+        bits = choice["bits"]
+        info["mixed"] = choice
+    if cfg.qat_epochs > 0:
+        import dataclasses
+
+        if x is None:
+            raise ConfigError("QAT needs training data")
+        defense = make_defense(recipe, reference, teacher, seed + 5)
+        qat(model, x, y, dataclasses.replace(recipe.finetune, epochs=cfg.qat_epochs), bits, seed + 5, masks=masks,
+            defense=defense)
+        info["qat"] = {"epochs": cfg.qat_epochs, "defense": defense.info()}
     with tempfile.TemporaryDirectory() as tmp:
         src = export_onnx(model, in_shape, Path(tmp) / "fp32.onnx", opset=recipe.export.opset)
-        return quantize_int8(src, dst, calibration, activations=recipe.quant.activations,
-                             method=recipe.quant.calibration)
+        weight_bits = {f"{n}.weight": b for n, b in bits.items()} if cfg.mode == "mixed" else None
+        path = quantize_int8(src, dst, calibration, activations=cfg.activations, method=cfg.calibration,
+                             weight_bits=weight_bits)
+    info["weight_bits"] = {n: b for n, b in bits.items()}
+    return path, info
+
+
+def quant_variant(recipe: Recipe) -> str | None:
+    """The label of the quantized variant a recipe produces (None without quantization)."""
+    return {"int8": "pruned+int8", "mixed": "pruned+mixed"}.get(recipe.quant.mode)
+
+
+def split_reference(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> Reference:
+    """A seeded subset of at most ``n`` samples, used as the defender's reference data."""
+    if n <= 0 or len(x) == 0:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(x), generator=g)[:n].sort().values
+    return x[idx], y[idx]
 
 
 def calibration_set(x: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -56,14 +114,15 @@ class PipelineModels:
     """Every variant one pass of the pipeline produces, keyed like the run's variants."""
 
     models: dict[str, nn.Module] = field(default_factory=dict)  # dense, pruned
-    onnx: dict[str, Path] = field(default_factory=dict)  # pruned+int8
+    onnx: dict[str, Path] = field(default_factory=dict)  # pruned+int8 / pruned+mixed
 
 
 def run_pipeline(
     make_model, in_shape, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, workdir: Path, tag: str,
-    dense_only: bool = False,
+    dense_only: bool = False, reference: Reference = None,
 ) -> PipelineModels:
-    """Train, prune, fine-tune (and quantize) a fresh model on (x, y): what an attacker's shadow goes through."""
+    """Train, prune, fine-tune (and quantize) a fresh model on (x, y): what an attacker's shadow goes through,
+    with ``reference`` standing in for the defender's reference data."""
     torch.manual_seed(seed)
     dense = make_model()
     train_dense(dense, x, y, recipe, seed, desc=f"{tag} dense")
@@ -71,10 +130,13 @@ def run_pipeline(
         return PipelineModels(models={"dense": dense.eval()})
     pruned = make_model()
     pruned.load_state_dict(dense.state_dict())
-    _, masks = plan_for(pruned, in_shape, recipe, x, y, seed + 1)
-    finetune(pruned, x, y, recipe, seed + 1, desc=f"{tag} fine-tune", masks=masks)
+    _, masks = plan_for(pruned, in_shape, recipe, x, y, seed + 1, reference=reference)
+    finetune(pruned, x, y, recipe, seed + 1, desc=f"{tag} fine-tune", masks=masks, reference=reference,
+             teacher=dense)
     out = PipelineModels(models={"dense": dense.eval(), "pruned": pruned.eval()})
-    if recipe.quant.mode == "int8":
+    label = quant_variant(recipe)
+    if label:
         calib = calibration_set(x.numpy(), recipe.quant.calibration_samples, seed)
-        out.onnx["pruned+int8"] = quantize_model(pruned, in_shape, calib, recipe, workdir / f"{tag}.int8.onnx")
+        out.onnx[label], _ = quantize_model(pruned, in_shape, calib, recipe, workdir / f"{tag}.q.onnx", x, y,
+                                            reference, dense, masks, seed + 1)
     return out

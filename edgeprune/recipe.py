@@ -44,14 +44,28 @@ class PruneConfig:
     global_ranking: bool = False  # rank channels across layers instead of per layer
     exclude: list[str] = field(default_factory=list)  # module-name globs never pruned (the classifier always is)
     plan: str | None = None  # replay this plan.json instead of computing one
+    leakage_weight: float = 1.0  # criterion=leakage: weight of the memorisation score against task importance
 
 
 @dataclass
 class QuantConfig:
-    mode: str = "int8"  # int8 | none
+    mode: str = "int8"  # int8 | mixed (per-layer 8/4-bit weights chosen against leakage) | none
     activations: str = "uint8"  # uint8 | int8 (weights are always symmetric int8 per channel)
     calibration: str = "minmax"  # minmax | entropy | percentile
     calibration_samples: int = 256
+    qat_epochs: int = 0  # fake-quant fine-tuning epochs before export (with the recipe's defense)
+    target_bits: float = 6.0  # mixed: average weight bits to reach (8 = all int8, 4 = all int4)
+    max_acc_drop: float = 0.01  # mixed: a layer goes to 4 bits only if held-out accuracy falls at most this much
+
+
+@dataclass
+class DefenseConfig:
+    name: str = "none"  # none | kl | advreg | relaxloss | dpsgd | distill (see `edgeprune defenses`)
+    strength: float | None = None  # the defense's own strength parameter; None = its default
+    reference_samples: int = 2000  # defender's reference data (from outside members and non-members)
+    max_grad_norm: float = 1.0  # dpsgd: per-sample clipping norm
+    delta: float | None = None  # dpsgd: target delta (default 1 / members)
+    temperature: float = 4.0  # distill: softmax temperature
 
 
 @dataclass
@@ -92,6 +106,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=5e-4))
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
@@ -115,8 +130,17 @@ class Recipe:
                 raise ConfigError(f"{name}.optimizer must be adam or sgd, got {t.optimizer!r}")
             if t.schedule not in ("cosine", "constant"):
                 raise ConfigError(f"{name}.schedule must be cosine or constant, got {t.schedule!r}")
-        if self.quant.mode not in ("int8", "none"):
-            raise ConfigError(f"quant mode must be int8 or none, got {self.quant.mode!r}")
+        if self.quant.mode not in ("int8", "mixed", "none"):
+            raise ConfigError(f"quant mode must be int8, mixed or none, got {self.quant.mode!r}")
+        if not 4.0 <= self.quant.target_bits <= 8.0:
+            raise ConfigError(f"quant target_bits must be in [4, 8], got {self.quant.target_bits}")
+        if self.quant.qat_epochs < 0:
+            raise ConfigError(f"quant qat_epochs must be >= 0, got {self.quant.qat_epochs}")
+        if self.quant.mode == "none" and self.quant.qat_epochs:
+            raise ConfigError("quant qat_epochs needs a quantized mode (int8 or mixed)")
+        from edgeprune.defend import check_config
+
+        check_config(self.defense)
         if self.quant.activations not in ("uint8", "int8"):
             raise ConfigError(f"quant activations must be uint8 or int8, got {self.quant.activations!r}")
         if self.quant.calibration not in ("minmax", "entropy", "percentile"):

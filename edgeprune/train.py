@@ -40,8 +40,15 @@ def train(
     loss_terms: Sequence[LossTerm] = (),
     masks: dict[str, torch.Tensor] | None = None,
     description: str = "train",
+    defense=None,
 ) -> list[float]:
-    """Train in place; returns the mean loss per epoch. Same seed, same data -> same weights."""
+    """Train in place; returns the mean loss per epoch. Same seed, same data -> same weights.
+
+    ``defense`` (edgeprune.defend) may replace the objective, the batch sampler, and wrap model and
+    optimizer (DP-SGD); its ``info()`` afterwards says what it did."""
+    from edgeprune.defend.base import NoDefense, Step
+
+    defense = defense or NoDefense(None, None)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = make_optimizer(model.parameters(), cfg)
@@ -56,30 +63,33 @@ def train(
         apply_masks(model, masks)
     history: list[float] = []
     model.train()
+    net, opt = defense.prepare(model, opt, len(x), cfg.batch_size, total)
+    step = 0
     with progress() as bar:
         task = bar.add_task(description, total=total)
-        for _epoch in range(cfg.epochs):
-            order = torch.randperm(len(x), generator=gen)
+        for epoch in range(cfg.epochs):
             running, seen = 0.0, 0
-            for i in range(steps_per_epoch):
-                idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            batches = defense.epoch_batches(len(x), cfg.batch_size, gen)
+            for idx in batches:
+                bar.advance(task)
                 if idx.numel() < 2 and len(x) >= 2:  # BatchNorm needs two samples
                     continue
                 xb, yb = x[idx], y[idx]
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb)
+                logits = net(xb)
+                loss = defense.loss(net, xb, yb, logits, F.cross_entropy(logits, yb), Step(epoch, step))
                 for term in loss_terms:
-                    loss = loss + term(model, xb, yb, logits)
+                    loss = loss + term(net, xb, yb, logits)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
+                step += 1
                 if masks:
                     apply_masks(model, masks)
                 running += float(loss.detach()) * len(idx)
                 seen += len(idx)
-                bar.advance(task)
             history.append(running / max(seen, 1))
+    defense.finish(net)
     model.eval()
     return history
 

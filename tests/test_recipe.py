@@ -26,5 +26,5 @@ def test_wrong_types_and_values_are_errors(tmp_path):
         from_dict(Recipe, {"prune": {"sparsity": 1.5}}).validate()
     p = tmp_path / "r.yaml"
     p.write_text("quant: {mode: int4}\n")
-    with pytest.raises(ConfigError, match="int8 or none"):
+    with pytest.raises(ConfigError, match="int8, mixed or none"):
         load_recipe(p)

@@ -74,6 +74,7 @@ class ModelFactory:
     recipe: object  # edgeprune.recipe.Recipe
     pipeline_key: str
     variants: list[str] = field(default_factory=list)
+    pool: np.ndarray | None = None  # where the attacker's copy of the defender's reference data comes from
 
 
 def pick_candidates(split, max_samples: int, seed: int) -> Candidates:
@@ -86,12 +87,17 @@ def pick_candidates(split, max_samples: int, seed: int) -> Candidates:
 def _pipeline_predictors(factory: ModelFactory, ds, train_idx: np.ndarray, seed: int, workdir: Path, tag: str):
     import torch
 
-    from edgeprune.pipeline import run_pipeline
+    from edgeprune.pipeline import run_pipeline, split_reference
 
     x = torch.from_numpy(ds.x[train_idx])
     y = torch.from_numpy(ds.y[train_idx])
+    reference = None
+    if factory.pool is not None:  # the defender's reference data: pool samples this model is not trained on
+        rest = np.setdiff1d(factory.pool, train_idx)
+        reference = split_reference(torch.from_numpy(ds.x[rest]), torch.from_numpy(ds.y[rest]),
+                                    factory.recipe.defense.reference_samples, seed + 5)
     out = run_pipeline(factory.make_model, factory.in_shape, x, y, factory.recipe, seed, workdir, tag,
-                       dense_only=factory.variants == ["dense"])
+                       dense_only=factory.variants == ["dense"], reference=reference)
     preds = {}
     for v in factory.variants:
         if v in out.models:
@@ -271,5 +277,7 @@ def _cached_or_train(cache, factory, ds, train_idx, seed, work, tag, sample_sets
 def pipeline_key(recipe, split_hash: str) -> str:
     d = recipe.to_dict()
     parts = {k: d[k] for k in ("model", "data", "train", "prune", "finetune", "quant", "seed", "weights")}
+    if d.get("defense", {}).get("name", "none") != "none":  # keys of undefended runs stay as they were
+        parts["defense"] = d["defense"]
     parts["split"] = split_hash
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

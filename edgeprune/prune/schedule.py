@@ -48,9 +48,11 @@ def _batches(x, y, n: int = 4, size: int = 64):
     return [(x[i : i + size], y[i : i + size]) for i in range(0, min(len(x), n * size), size)]
 
 
-def run(model, in_shape, x, y, cfg, train_cfg, seed: int, exclude_output: bool = True) -> tuple[dict, dict]:
+def run(model, in_shape, x, y, cfg, train_cfg, seed: int, exclude_output: bool = True,
+        reference=None) -> tuple[dict, dict]:
     """Apply ``cfg`` (edgeprune.recipe.PruneConfig) to ``model`` in place, fine-tuning with ``train_cfg`` where
-    the schedule interleaves training. Returns (plan, masks to keep during later fine-tuning)."""
+    the schedule interleaves training. ``reference``: the defender's held-out (x, y), for the leakage
+    criterion. Returns (plan, masks to keep during later fine-tuning)."""
     import dataclasses
 
     from edgeprune.train import train
@@ -65,20 +67,26 @@ def run(model, in_shape, x, y, cfg, train_cfg, seed: int, exclude_output: bool =
     per_step = dataclasses.replace(train_cfg, epochs=max(1, train_cfg.epochs // steps))
     ops: list[dict] = []
     masks: dict[str, torch.Tensor] = {}
+    if criterion == "leakage" and method != "structured":
+        raise ConfigError("the leakage criterion scores channels: use it with method structured")
+    ref = _batches(*reference, n=8, size=128) if reference is not None else None
+    mb = _batches(x, y, n=8, size=128) if criterion == "leakage" else _batches(x, y)
+    lw = {"leakage_weight": cfg.leakage_weight}
 
     if method == "structured":
         if cfg.schedule == "admm":
             _admm(model, x, y, train_cfg, seed, lambda: _structured_projection(model, in_shape, cfg, criterion, exclude))
         if cfg.schedule in ("one-shot", "admm"):
-            pruner = S.make_pruner(model, in_shape, cfg.sparsity, criterion, cfg.round_to, cfg.global_ranking, exclude)
-            ops += S.prune_step(model, pruner, criterion, _batches(x, y))
+            pruner = S.make_pruner(model, in_shape, cfg.sparsity, criterion, cfg.round_to, cfg.global_ranking, exclude,
+                                   **lw)
+            ops += S.prune_step(model, pruner, criterion, mb, ref)
         else:
             sched = None if cfg.schedule == "iterative" else (
                 lambda ratio, n: [cubic(i, n, ratio) for i in range(n + 1)])
             pruner = S.make_pruner(model, in_shape, cfg.sparsity, criterion, cfg.round_to, cfg.global_ranking,
-                                   exclude, steps=steps, schedule=sched)
+                                   exclude, steps=steps, schedule=sched, **lw)
             for i in range(steps):
-                ops += S.prune_step(model, pruner, criterion, _batches(x, y))
+                ops += S.prune_step(model, pruner, criterion, mb, ref)
                 if i < steps - 1:
                     train(model, x, y, per_step, seed=seed + 100 + i, description=f"prune step {i + 1}/{steps}")
     else:
@@ -121,9 +129,9 @@ def _structured_projection(model, in_shape, cfg, criterion, exclude) -> dict[str
 
 
 def _projection_masks(model, probe, in_shape, cfg, criterion, exclude) -> dict[str, torch.Tensor]:
-    pruner = S.make_pruner(probe, in_shape, cfg.sparsity, criterion if criterion != "taylor" else "l1",
-                           cfg.round_to, cfg.global_ranking, exclude)
-    ops = S.prune_step(probe, pruner, criterion if criterion != "taylor" else "l1")
+    crit = criterion if criterion not in ("taylor", "leakage") else "l1"  # the projection needs no data
+    pruner = S.make_pruner(probe, in_shape, cfg.sparsity, crit, cfg.round_to, cfg.global_ranking, exclude)
+    ops = S.prune_step(probe, pruner, crit)
     masks = {}
     params = dict(model.named_parameters())
     for op in ops:

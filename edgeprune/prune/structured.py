@@ -40,6 +40,13 @@ CRITERIA.register("taylor")(lambda tp: tp.importance.GroupTaylorImportance())
 CRITERIA.register("random")(lambda tp: tp.importance.RandomImportance())
 
 
+@CRITERIA.register("leakage")
+def _leakage(tp, beta: float = 1.0):
+    from edgeprune.prune.leakage import LeakageImportance
+
+    return LeakageImportance(beta)
+
+
 def channels_to_keep(n: int, sparsity: float, round_to: int) -> int:
     """Channels a layer of ``n`` keeps: ``int(n * sparsity)`` are removed, and the rest is rounded down to a
     multiple of ``round_to`` (at least ``round_to``), as the engine (Torch-Pruning) does."""
@@ -76,11 +83,11 @@ def _ignored(model: nn.Module, in_shape, exclude: list[str]) -> list[nn.Module]:
 
 def make_pruner(model: nn.Module, in_shape, sparsity: float, criterion: str = "l1", round_to: int = 8,
                 global_ranking: bool = False, exclude: list[str] = (), max_ratio: float = 0.95, steps: int = 1,
-                schedule=None):
+                schedule=None, leakage_weight: float = 1.0):
     tp = _tp()
     if not 0.0 < sparsity < 1.0:
         raise ConfigError(f"sparsity must be in (0, 1), got {sparsity}")
-    imp = CRITERIA.get(criterion)(tp)
+    imp = CRITERIA.get(criterion)(tp, leakage_weight) if criterion == "leakage" else CRITERIA.get(criterion)(tp)
     kwargs = {}
     if schedule is not None:
         kwargs["iterative_pruning_ratio_scheduler"] = schedule
@@ -105,8 +112,13 @@ def _taylor_gradients(model: nn.Module, batches) -> None:
         F.cross_entropy(model(x), y).backward()
 
 
-def prune_step(model: nn.Module, pruner, criterion: str, batches=None) -> list[dict]:
-    """One pruning step in place; returns the module-level calls it made (appended to the plan)."""
+def prune_step(model: nn.Module, pruner, criterion: str, batches=None, reference=None) -> list[dict]:
+    """One pruning step in place; returns the module-level calls it made (appended to the plan).
+    ``reference``: held-out batches (the leakage criterion compares them with the member ``batches``)."""
+    if criterion == "leakage":
+        if not batches or not reference:
+            raise ConfigError("the leakage criterion needs member batches and held-out reference data")
+        pruner.importance.prepare(model, batches, reference)
     if criterion == "taylor":
         if not batches:
             raise ConfigError("the taylor criterion needs a few batches of data")

@@ -38,6 +38,9 @@ def build_report(manifest: dict, run_dir: Path) -> dict:
         "split": manifest["split"],
         "sparsity": manifest["recipe"]["prune"]["sparsity"],
         "method": manifest["recipe"]["prune"]["method"],
+        "criterion": manifest["recipe"]["prune"]["criterion"],
+        "defense": _defense(manifest),
+        "quant": manifest["recipe"]["quant"]["mode"],
         "bench": {"backend": bench["backend"], "threads": bench["threads"], "machine": bench_file["machine"]},
         "rows": rows,
     }
@@ -84,7 +87,8 @@ def to_markdown(report: dict) -> str:
     lines = [
         f"# edgeprune report: {m['spec']} on {report['data']}",
         "",
-        f"Pruning: {report['method']} at sparsity {report['sparsity']}. Members {report['split']['members']}, "
+        f"Pruning: {report['method']} ({report.get('criterion', 'l1')}) at sparsity {report['sparsity']}, "
+        f"defense {report.get('defense', 'none')}, quantization {report.get('quant', 'int8')}. Members {report['split']['members']}, "
         f"non-members {report['split']['nonmembers']} (split hash `{report['split']['hash'][:12]}`).",
         f"Latency: {report['bench']['backend']}, {report['bench']['threads']} thread(s), "
         f"{report['bench']['machine']['cpu']}. Attacks run on the exported ONNX artifacts.",
@@ -103,7 +107,9 @@ def to_rich(report: dict):
     """Variants as columns, metrics as rows: fits an 80-column terminal."""
     from rich.table import Table
 
-    t = Table(title=f"{report['model']['spec']} on {report['data']} - sparsity {report['sparsity']}")
+    defense = report.get("defense", "none")
+    t = Table(title=f"{report['model']['spec']} on {report['data']} - sparsity {report['sparsity']}"
+                    + (f" - defense {defense}" if defense != "none" else ""))
     cols, cells = columns(report), row_cells(report)
     t.add_column("")
     for r in cells:
@@ -111,3 +117,14 @@ def to_rich(report: dict):
     for i, name in enumerate(cols[1:], start=1):
         t.add_row(name, *[r[i] for r in cells])
     return t
+
+
+def _defense(manifest: dict) -> str:
+    d = manifest["recipe"].get("defense", {"name": "none"})
+    if d["name"] == "none":
+        return "none"
+    info = manifest.get("stages", {}).get("finetune", {}).get("results", {}).get("defense", {})
+    text = f"{d['name']}:{info.get('strength', d.get('strength'))}"
+    if "epsilon" in info:
+        text += f" (epsilon {info['epsilon']:.2f} at delta {info['delta']:.1e}, {info['scope']})"
+    return text

@@ -1,0 +1,52 @@
+"""Privacy defenses as plug-ins of the training loop: ``--defense NAME[:STRENGTH]``.
+
+One file per defense, each registered in ``DEFENSES``; ``build`` makes one from the recipe's
+``defense`` section, ``parse`` reads the CLI form.
+"""
+
+from __future__ import annotations
+
+from edgeprune.errors import ConfigError
+
+
+def _load():
+    from edgeprune.defend import advreg, distill, dpsgd, kl, relaxloss  # noqa: F401  (registration)
+    from edgeprune.defend.base import DEFENSES
+
+    return DEFENSES
+
+
+def names() -> list[str]:
+    return _load().names()
+
+
+def parse(spec: str) -> tuple[str, float | None]:
+    """'kl:4' -> ('kl', 4.0); 'relaxloss' -> ('relaxloss', None)."""
+    name, _, strength = spec.partition(":")
+    if not strength:
+        return name.strip(), None
+    try:
+        return name.strip(), float(strength)
+    except ValueError:
+        raise ConfigError(f"defense strength must be a number: {spec!r} (e.g. kl:4)") from None
+
+
+def check_config(cfg) -> None:
+    cls = _load().get(cfg.name)
+    cls.check(cfg.strength)
+    if cfg.reference_samples < 0 or cfg.max_grad_norm <= 0 or cfg.temperature <= 0:
+        raise ConfigError("defense reference_samples must be >= 0, max_grad_norm and temperature > 0")
+    if cfg.delta is not None and not 0 < cfg.delta < 1:
+        raise ConfigError(f"defense delta must be in (0, 1), got {cfg.delta}")
+
+
+def build(cfg, reference=None, teacher=None, seed: int = 0):
+    """The recipe's defense, ready for ``edgeprune.train.train(defense=...)``."""
+    cls = _load().get(cfg.name)
+    return cls(cfg.strength, cfg, reference=reference, teacher=teacher, seed=seed)
+
+
+def describe() -> list[dict]:
+    reg = _load()
+    return [{"name": n, "default_strength": reg.get(n).default_strength, "strength": reg.get(n).strength_meaning,
+             "needs": list(reg.get(n).needs)} for n in reg.names()]

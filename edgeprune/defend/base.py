@@ -1,0 +1,81 @@
+"""The defense protocol: hooks the one training loop (edgeprune.train) calls.
+
+A defense changes the objective (``loss``), may need the defender's reference data (samples from outside
+the members and the audit's non-members) or the dense teacher, may replace the batch sampler (DP-SGD's
+Poisson sampling) and may wrap the model and optimizer (Opacus). ``info`` reports what it did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgeprune.errors import ConfigError
+from edgeprune.registry import Registry
+
+DEFENSES: Registry = Registry("defense")
+
+
+@dataclass
+class Step:
+    epoch: int
+    step: int
+
+
+class Defense:
+    name = "none"
+    default_strength = 0.0
+    strength_range = (0.0, float("inf"))  # inclusive bounds
+    strength_meaning = ""
+    needs: tuple[str, ...] = ()  # "reference", "teacher"
+
+    def __init__(self, strength: float | None, cfg, reference=None, teacher: nn.Module | None = None, seed: int = 0):
+        self.strength = self.default_strength if strength is None else float(strength)
+        self.cfg = cfg
+        self.reference = reference
+        self.teacher = teacher
+        self.seed = seed
+        if "reference" in self.needs and (reference is None or len(reference[0]) < 2):
+            raise ConfigError(f"defense {self.name!r} needs reference data and none is available")
+        if "teacher" in self.needs and teacher is None:
+            raise ConfigError(f"defense {self.name!r} needs the dense model as teacher")
+        self._gen = torch.Generator().manual_seed(seed + 7)
+
+    @classmethod
+    def check(cls, strength: float | None) -> None:
+        if strength is None:
+            return
+        lo, hi = cls.strength_range
+        if not lo <= strength <= hi:
+            raise ConfigError(f"defense {cls.name} strength ({cls.strength_meaning}) must be in [{lo}, {hi}], got {strength}")
+
+    # -- hooks --------------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, optimizer, n: int, batch_size: int, steps: int):
+        """Called once before training; returns the (possibly wrapped) model and optimizer."""
+        return model, optimizer
+
+    def epoch_batches(self, n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+        order = torch.randperm(n, generator=gen)
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+    def loss(self, model, xb, yb, logits, ce, state: Step) -> torch.Tensor:
+        return ce
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def info(self) -> dict:
+        return {"defense": self.name, "strength": self.strength}
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def reference_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xr, yr = self.reference
+        idx = torch.randint(0, len(xr), (size,), generator=self._gen)
+        return xr[idx], yr[idx]
+
+
+@DEFENSES.register("none")
+class NoDefense(Defense):
+    strength_meaning = "unused"
