@@ -51,8 +51,9 @@ class LeakageImportance:
 
         if not self.task:
             raise RuntimeError("LeakageImportance.prepare() was not called")
-        task, mem, n = None, None, 0
-        for dep, idxs in group:
+        size = len(group[0].idxs)
+        task, mem, count = torch.zeros(size), torch.zeros(size), torch.zeros(size)
+        for i, (dep, idxs) in enumerate(group):
             layer = dep.target.module
             if not isinstance(layer, (nn.Conv2d, nn.Linear)) or id(layer.weight) not in self.task:
                 continue
@@ -66,12 +67,12 @@ class LeakageImportance:
                 w, gt, gg = (t.transpose(0, 1)[idxs].flatten(1) for t in (w, gt, gg))
             else:
                 continue
-            t_i = (w * gt).sum(1).abs()
-            m_i = -(w * gg).sum(1)
-            task = t_i if task is None else task + t_i
-            mem = m_i if mem is None else mem + m_i
-            n += 1
-        if task is None:
+            # several inputs (e.g. a Linear after flatten) can map to one root channel: accumulate by root
+            root = torch.as_tensor(group[i].root_idxs, dtype=torch.long)
+            task.scatter_add_(0, root, (w * gt).sum(1).abs())
+            mem.scatter_add_(0, root, -(w * gg).sum(1))
+            count.scatter_add_(0, root, torch.ones(len(root)))
+        if not count.any():
             return None
-        task, mem = task / n, mem / n
+        task, mem = task / count.clamp(min=1), mem / count.clamp(min=1)
         return task / task.mean().clamp(min=1e-12) - self.beta * mem / mem.abs().mean().clamp(min=1e-12)
