@@ -5,6 +5,7 @@
 #include "bsr_gemm.cuh"
 
 #include <mma.h>
+#include <climits>
 #include <type_traits>
 
 namespace edgeprune
@@ -100,6 +101,108 @@ __global__ void __launch_bounds__(128) bsrLinearF16Kernel(__half const* __restri
                 out += __half2float(bias[r * BLOCK + cc]);
             }
             y[(row0 + rr) * n + r * BLOCK + cc] = __float2half(out);
+        }
+    }
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// fp16 implicit-GEMM convolution: like bsrLinearF16Kernel, with the X tile gathered from NCHW input.
+template <int BLOCK, typename Index>
+__global__ void __launch_bounds__(128) bsrConv2dF16Kernel(__half const* __restrict__ x,
+    __half const* __restrict__ values, Index const* __restrict__ crow, Index const* __restrict__ col,
+    __half const* __restrict__ bias, __half* __restrict__ y, ConvShape s)
+{
+#if __CUDA_ARCH__ >= 700
+    using namespace nvcuda;
+    constexpr int TILE_M = 64;
+    constexpr int LD = BLOCK + 8;
+    constexpr int FRAGS = BLOCK / 16;
+    constexpr int LDC = BLOCK + 4;
+    __shared__ __align__(32) __half xs[TILE_M * LD];
+    __shared__ __align__(32) __half ws[BLOCK * LD];
+    __shared__ __align__(32) float cs[TILE_M * LDC];
+
+    int32_t const oh = s.outHeight();
+    int32_t const ow = s.outWidth();
+    int64_t const pixels = static_cast<int64_t>(s.batch) * oh * ow;
+    int32_t const taps = s.kernelH * s.kernelW;
+    int const warp = threadIdx.x / kWarp;
+    int64_t const p0 = static_cast<int64_t>(blockIdx.x) * TILE_M;
+    int64_t const r = blockIdx.y;
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FRAGS];
+#pragma unroll
+    for (int f = 0; f < FRAGS; ++f)
+    {
+        wmma::fill_fragment(acc[f], 0.0f);
+    }
+    for (Index j = crow[r]; j < crow[r + 1]; ++j)
+    {
+        int64_t const c0 = static_cast<int64_t>(col[j]) * BLOCK;
+        for (int v = threadIdx.x; v < TILE_M * BLOCK; v += blockDim.x)
+        {
+            int const rr = v / BLOCK;
+            int const kk = v % BLOCK;
+            int64_t const p = p0 + rr;
+            __half val = __float2half(0.0f);
+            if (p < pixels)
+            {
+                int64_t const n = p / (oh * ow);
+                int32_t const rem = static_cast<int32_t>(p % (oh * ow));
+                int64_t const kidx = c0 + kk;
+                int32_t const c = static_cast<int32_t>(kidx / taps);
+                int32_t const tap = static_cast<int32_t>(kidx % taps);
+                int32_t const ih = (rem / ow) * s.stride - s.padding + (tap / s.kernelW) * s.dilation;
+                int32_t const iw = (rem % ow) * s.stride - s.padding + (tap % s.kernelW) * s.dilation;
+                if (ih >= 0 && ih < s.height && iw >= 0 && iw < s.width)
+                {
+                    val = x[((n * s.channels + c) * s.height + ih) * s.width + iw];
+                }
+            }
+            xs[rr * LD + kk] = val;
+        }
+        __half const* wb = values + static_cast<int64_t>(j) * BLOCK * BLOCK;
+        for (int v = threadIdx.x; v < BLOCK * BLOCK / 8; v += blockDim.x)
+        {
+            int const rr = v / (BLOCK / 8);
+            int const kk = (v % (BLOCK / 8)) * 8;
+            *reinterpret_cast<uint4*>(ws + rr * LD + kk) = *reinterpret_cast<uint4 const*>(wb + rr * BLOCK + kk);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BLOCK; kk += 16)
+        {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+            wmma::load_matrix_sync(a, xs + warp * 16 * LD + kk, LD);
+#pragma unroll
+            for (int f = 0; f < FRAGS; ++f)
+            {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
+                wmma::load_matrix_sync(b, ws + f * 16 * LD + kk, LD);
+                wmma::mma_sync(acc[f], a, b, acc[f]);
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int f = 0; f < FRAGS; ++f)
+    {
+        wmma::store_matrix_sync(cs + warp * 16 * LDC + f * 16, acc[f], LDC, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int v = threadIdx.x; v < TILE_M * BLOCK; v += blockDim.x)
+    {
+        int const rr = v / BLOCK;
+        int const cc = v % BLOCK;
+        int64_t const p = p0 + rr;
+        if (p < pixels)
+        {
+            int64_t const n = p / (oh * ow);
+            int64_t const rem = p % (oh * ow);
+            int64_t const o = r * BLOCK + cc;
+            float out = cs[rr * LDC + cc] + (bias != nullptr ? __half2float(bias[o]) : 0.0f);
+            y[(n * s.outChannels + o) * oh * ow + rem] = __float2half(out);
         }
     }
 #endif
@@ -271,13 +374,32 @@ cudaError_t bsrLinearS8(int8_t const* x, int8_t const* values, Index const* crow
     });
 }
 
+template <typename Index>
+cudaError_t bsrConv2dF16(__half const* x, __half const* values, Index const* crow, Index const* col,
+    __half const* bias, __half* y, ConvShape shape, int32_t block, cudaStream_t stream)
+{
+    int64_t const pixels = static_cast<int64_t>(shape.batch) * shape.outHeight() * shape.outWidth();
+    int32_t const k = shape.channels * shape.kernelH * shape.kernelW;
+    if (pixels > INT32_MAX || shape.stride < 1 || shape.dilation < 1)
+    {
+        return cudaErrorInvalidValue;
+    }
+    return withBlock(static_cast<int32_t>(pixels), shape.outChannels, k, block, [&](auto b) {
+        constexpr int B = decltype(b)::value;
+        bsrConv2dF16Kernel<B, Index><<<dim3(static_cast<unsigned>((pixels + 63) / 64), shape.outChannels / B), 128, 0,
+            stream>>>(x, values, crow, col, bias, y, shape);
+    });
+}
+
 #define EDGEPRUNE_INSTANTIATE(Index)                                                                              \
     template cudaError_t bsrLinearF16<Index>(__half const*, __half const*, Index const*, Index const*,           \
         __half const*, __half*, int32_t, int32_t, int32_t, int32_t, cudaStream_t);                                \
     template cudaError_t bsrLinearF32<Index>(float const*, float const*, Index const*, Index const*,             \
         float const*, float*, int32_t, int32_t, int32_t, int32_t, cudaStream_t);                                  \
     template cudaError_t bsrLinearS8<Index>(int8_t const*, int8_t const*, Index const*, Index const*, int32_t*,  \
-        int32_t, int32_t, int32_t, int32_t, cudaStream_t);
+        int32_t, int32_t, int32_t, int32_t, cudaStream_t);                                                        \
+    template cudaError_t bsrConv2dF16<Index>(__half const*, __half const*, Index const*, Index const*,           \
+        __half const*, __half*, ConvShape, int32_t, cudaStream_t);
 
 EDGEPRUNE_INSTANTIATE(int32_t)
 EDGEPRUNE_INSTANTIATE(int64_t)

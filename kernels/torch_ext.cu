@@ -65,10 +65,34 @@ torch::Tensor bsrLinearInt8(
     return acc;
 }
 
+torch::Tensor bsrConv2d(torch::Tensor x, torch::Tensor values, torch::Tensor crow, torch::Tensor col,
+    c10::optional<torch::Tensor> bias, int64_t kernelH, int64_t kernelW, int64_t stride, int64_t padding,
+    int64_t dilation, int64_t streamHandle)
+{
+    TORCH_CHECK(x.is_cuda() && x.dim() == 4 && x.is_contiguous(), "x must be a contiguous NCHW CUDA tensor");
+    TORCH_CHECK(x.scalar_type() == torch::kHalf && values.scalar_type() == torch::kHalf, "fp16 tensors expected");
+    TORCH_CHECK(crow.scalar_type() == torch::kInt32 && col.scalar_type() == torch::kInt32, "indices must be int32");
+    int32_t const block = static_cast<int32_t>(values.size(1));
+    edgeprune::ConvShape shape{static_cast<int32_t>(x.size(0)), static_cast<int32_t>(x.size(1)),
+        static_cast<int32_t>(x.size(2)), static_cast<int32_t>(x.size(3)),
+        static_cast<int32_t>((crow.size(0) - 1) * block), static_cast<int32_t>(kernelH),
+        static_cast<int32_t>(kernelW), static_cast<int32_t>(stride), static_cast<int32_t>(padding),
+        static_cast<int32_t>(dilation)};
+    auto y = torch::empty({shape.batch, shape.outChannels, shape.outHeight(), shape.outWidth()}, x.options());
+    auto const* b = bias ? reinterpret_cast<__half const*>(bias->data_ptr<at::Half>()) : nullptr;
+    cudaError_t err = edgeprune::bsrConv2dF16<int32_t>(reinterpret_cast<__half const*>(x.data_ptr<at::Half>()),
+        reinterpret_cast<__half const*>(values.data_ptr<at::Half>()), crow.data_ptr<int32_t>(),
+        col.data_ptr<int32_t>(), b, reinterpret_cast<__half*>(y.data_ptr<at::Half>()), shape, block,
+        reinterpret_cast<cudaStream_t>(streamHandle));
+    TORCH_CHECK(err == cudaSuccess, "bsr_conv2d kernel failed: ", cudaGetErrorString(err));
+    return y;
+}
+
 } // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
 {
     m.def("bsr_linear", &bsrLinear, "y = x @ W_bsr^T + bias (fp16 tensor cores or fp32)");
     m.def("bsr_linear_int8", &bsrLinearInt8, "int32 accumulators of xq @ Wq_bsr^T (dp4a)");
+    m.def("bsr_conv2d", &bsrConv2d, "NCHW fp16 convolution, implicit GEMM over the block-sparse weight");
 }

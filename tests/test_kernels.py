@@ -202,6 +202,12 @@ def test_cuda_extension_matches_dense_on_gpu():
                        torch.cuda.current_stream().cuda_stream)
     ref = x.float() @ w.cuda().half().float().T + b.float()
     assert float((y.float() - ref).abs().max() / ref.abs().max()) < 1e-3
+    wc, vc, cc, colc = _block_sparse(64, 32 * 9, 32, 0.5)
+    xc = torch.randn(2, 32, 9, 9, device="cuda").half()
+    yc = ext.bsr_conv2d(xc, vc.cuda().half(), cc.cuda().int(), colc.cuda().int(), None, 3, 3, 2, 1, 1,
+                        torch.cuda.current_stream().cuda_stream)
+    refc = F.conv2d(xc.float(), wc.cuda().half().float().reshape(64, 32, 3, 3), None, 2, 1)
+    assert float((yc.float() - refc).abs().max() / refc.abs().max()) < 1e-3
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Dispatch:
 - CPU (and any device without a kernel): ``W_bsr @ X`` with torch's BSR sparse tensor (MKL), never
   ``F.linear`` with a sparse weight; fp16 computes in fp32, int8 in fp64 (exact integer sums), as CPU
   sparse kernels have no half / int8 paths.
-- CUDA: the compiled CUDA C++ extension (kernels/, tensor cores) when it is loaded, else the Triton kernels.
+- CUDA: the compiled CUDA C++ extension (kernels/: WMMA fp16 linear and conv, dp4a int8, fp32) when it
+  loads, else the Triton kernels (also for the dtypes the extension lacks, e.g. fp32 / int8 convolution).
 A fake (meta) implementation gives output shapes to torch.compile.
 """
 
@@ -127,6 +128,10 @@ def _(x, values, crow, col, bias, out_channels, kernel_h, kernel_w, stride, padd
 def _(x, values, crow, col, bias, out_channels, kernel_h, kernel_w, stride, padding, dilation):
     from edgeprune.sparse import triton_bsr
 
+    ext = _cuda_ext() if x.dtype == torch.float16 else None
+    if ext is not None:
+        return ext.bsr_conv2d(x.contiguous(), values, crow.int(), col.int(), bias, kernel_h, kernel_w, stride, padding,
+                              dilation, torch.cuda.current_stream().cuda_stream)
     return triton_bsr.bsr_conv2d(x.contiguous(), values, crow, col, bias, out_channels, (kernel_h, kernel_w),
                                  stride, padding, dilation)
 
