@@ -245,3 +245,39 @@ def test_tune_rejects_bad_budgets(tmp_path):
     assert res.exit_code == 2 and "unknown objective" in res.output
     res = runner.invoke(app, ["tune", "mlp", "--data", "digits", "--sparsity", "0.5,x", "-o", str(tmp_path / "t")])
     assert res.exit_code == 2 and "comma-separated numbers" in res.output
+
+
+def test_successive_halving_promotes_the_best_third(tmp_path, monkeypatch):
+    """Rung 0 runs every configuration with a third of the fine-tuning; the best third (feasible first, then
+    the objective) is rerun in full; only full-budget trials form the front and the choice."""
+    from edgeprune import tune as T
+
+    def fake_execute(args, jobs, label, log):
+        out = []
+        for recipe, path, _ in args:
+            s, d = recipe["prune"]["sparsity"], recipe["defense"]["name"]
+            acc = 0.9 - s / 2 - (0.05 if d != "none" else 0.0)
+            auc = 0.95 - s / 4 - (0.1 if d != "none" else 0.0)
+            row = {"variant": "pruned+int8", "test_accuracy": acc, "onnx_kb": 100 * (1 - s),
+                   "attacks": {"loss": {"auc": auc, "tpr@0.001fpr": auc / 10}},
+                   "latency": {"1": {"p50_ms": 1 - s, "speedup_vs_dense": 1 / (1 - s)}}}
+            dense = {"variant": "dense", "test_accuracy": 0.9, "attacks": {"loss": {"auc": 0.99}}}
+            out.append({"dir": path, "report": {"rows": [dense, row]}, "epochs": recipe["finetune"]["epochs"]})
+        return out
+
+    monkeypatch.setattr(T, "_execute", fake_execute)
+    base = Recipe()
+    base.weights = str(tmp_path / "w.safetensors")  # no dense training: the fake runs never read it
+    space = T.Space(sparsity=[0.2, 0.5, 0.8], defense=["none", "kl:4"])
+    res = T.tune(base, space, T.Budget(max_acc_drop=30, objective="auc"), tmp_path / "t", search="halving")
+    low = [t for t in res["trials"] if t["rung"] == 0]
+    full = [t for t in res["trials"] if t["rung"] == 1]
+    assert len(low) == 6 and len(full) == 2
+    assert all(t["finetune_epochs"] == base.finetune.epochs // 3 for t in low)
+    assert all(t["finetune_epochs"] == base.finetune.epochs for t in full)
+    # feasible (drop <= 30 points) with the lowest AUC: sparsity 0.5 with kl, then 0.2 with kl
+    assert {(t["config"]["sparsity"], t["config"]["defense"]) for t in full} == {(0.5, "kl:4"), (0.2, "kl:4")}
+    chosen = next(t for t in full if t["id"] == res["chosen"])
+    assert chosen["config"] == {"sparsity": 0.5, "method": "structured", "criterion": "l1", "defense": "kl:4",
+                                "quant": "int8"}
+    assert set(res["pareto"]) <= {t["id"] for t in full}

@@ -28,3 +28,12 @@ def test_wrong_types_and_values_are_errors(tmp_path):
     p.write_text("quant: {mode: int4}\n")
     with pytest.raises(ConfigError, match="int8, mixed or none"):
         load_recipe(p)
+
+
+@pytest.mark.parametrize("name", ["mlp-purchase.yaml", "resnet20-digits.yaml", "mlp-private.yaml"])
+def test_shipped_example_recipes_load(name):
+    from pathlib import Path
+
+    r = load_recipe(Path(__file__).resolve().parents[1] / "examples" / name)
+    if name == "mlp-private.yaml":
+        assert r.defense.name == "kl" and r.quant.mode == "mixed" and r.prune.criterion == "leakage"
