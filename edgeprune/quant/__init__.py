@@ -1,1 +1,2 @@
-"""Quantization: int8 post-training quantization to explicit QDQ ONNX."""
+"""Quantization to explicit QDQ ONNX: int8 PTQ (ptq.py), fake-quant QAT (qat.py) and privacy-aware 8/4-bit
+mixed precision (mixed.py)."""
