@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgeprune.progress import progress
 from edgeprune.quant.qat import quant_layers, snap
 
 
@@ -57,18 +58,22 @@ def choose_bits(model, members, reference, target_bits: float, max_acc_drop: flo
     bits = {n: 8 for n in layers}
     acc0, leak0 = _measure(model, bits, xm, ym, xr, yr)
     probes = []
-    for name in layers:
-        acc, leak = _measure(model, {**bits, name: 4}, xm, ym, xr, yr)
-        probes.append(Probe(name, sizes[name], acc, leak))
-    order = sorted(probes, key=lambda p: (p.leakage_auc - leak0, acc0 - p.accuracy, -p.params))
     acc, leak = acc0, leak0
-    for p in order:
-        if average_bits(bits, sizes) <= target_bits:
-            break
-        trial = {**bits, p.layer: 4}
-        a, lk = _measure(model, trial, xm, ym, xr, yr)
-        if acc0 - a <= max_acc_drop:
-            bits, acc, leak = trial, a, lk
+    with progress() as bar:
+        task = bar.add_task("mixed precision: probe layers", total=2 * len(layers))
+        for name in layers:
+            a, lk = _measure(model, {**bits, name: 4}, xm, ym, xr, yr)
+            probes.append(Probe(name, sizes[name], a, lk))
+            bar.advance(task)
+        order = sorted(probes, key=lambda p: (p.leakage_auc - leak0, acc0 - p.accuracy, -p.params))
+        for p in order:
+            bar.advance(task)
+            if average_bits(bits, sizes) <= target_bits:
+                continue
+            trial = {**bits, p.layer: 4}
+            a, lk = _measure(model, trial, xm, ym, xr, yr)
+            if acc0 - a <= max_acc_drop:
+                bits, acc, leak = trial, a, lk
     avg = average_bits(bits, sizes)
     return {"bits": bits, "average_bits": avg, "target_bits": target_bits, "target_met": avg <= target_bits + 1e-9,
             "accuracy": acc, "leakage_auc": leak, "baseline_int8": {"accuracy": acc0, "leakage_auc": leak0},
