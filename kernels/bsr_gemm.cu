@@ -15,6 +15,56 @@ namespace
 
 constexpr int kWarp = 32;
 
+// --- shared pieces of the fp16 WMMA kernels: shared-memory tiles with a padded leading dimension --------
+template <int BLOCK>
+using Accumulators = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>[BLOCK / 16];
+
+// One stored BLOCK x BLOCK weight block into shared memory with 16-byte loads.
+template <int BLOCK>
+__device__ __forceinline__ void loadWeightTile(__half* ws, __half const* wb)
+{
+    constexpr int LD = BLOCK + 8;
+    for (int v = threadIdx.x; v < BLOCK * BLOCK / 8; v += blockDim.x)
+    {
+        int const rr = v / (BLOCK / 8);
+        int const kk = (v % (BLOCK / 8)) * 8;
+        *reinterpret_cast<uint4*>(ws + rr * LD + kk) = *reinterpret_cast<uint4 const*>(wb + rr * BLOCK + kk);
+    }
+}
+
+// Warp `warp` accumulates its 16 rows of the X tile times the W block's transpose.
+template <int BLOCK>
+__device__ __forceinline__ void mmaTile(Accumulators<BLOCK>& acc, __half const* xs, __half const* ws, int warp)
+{
+    using namespace nvcuda;
+    constexpr int LD = BLOCK + 8;
+#pragma unroll
+    for (int kk = 0; kk < BLOCK; kk += 16)
+    {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+        wmma::load_matrix_sync(a, xs + warp * 16 * LD + kk, LD);
+#pragma unroll
+        for (int f = 0; f < BLOCK / 16; ++f)
+        {
+            // B(k, n) = W(n, k): the row-major W block read as a column-major K x N matrix.
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
+            wmma::load_matrix_sync(b, ws + f * 16 * LD + kk, LD);
+            wmma::mma_sync(acc[f], a, b, acc[f]);
+        }
+    }
+}
+
+template <int BLOCK>
+__device__ __forceinline__ void storeTile(float* cs, Accumulators<BLOCK>& acc, int warp)
+{
+    constexpr int LDC = BLOCK + 4;
+#pragma unroll
+    for (int f = 0; f < BLOCK / 16; ++f)
+    {
+        nvcuda::wmma::store_matrix_sync(cs + warp * 16 * LDC + f * 16, acc[f], LDC, nvcuda::wmma::mem_row_major);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // fp16 tensor cores. 4 warps; warp w owns rows [16w, 16w + 16) of a 64-row tile and all BLOCK columns.
 template <int BLOCK, typename Index>
@@ -35,7 +85,7 @@ __global__ void __launch_bounds__(128) bsrLinearF16Kernel(__half const* __restri
     int64_t const row0 = static_cast<int64_t>(blockIdx.x) * TILE_M;
     int64_t const r = blockIdx.y;
 
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FRAGS];
+    Accumulators<BLOCK> acc;
 #pragma unroll
     for (int f = 0; f < FRAGS; ++f)
     {
@@ -57,37 +107,14 @@ __global__ void __launch_bounds__(128) bsrLinearF16Kernel(__half const* __restri
             }
             *reinterpret_cast<uint4*>(xs + rr * LD + kk) = val;
         }
-        __half const* wb = values + static_cast<int64_t>(j) * BLOCK * BLOCK;
-        for (int v = threadIdx.x; v < BLOCK * BLOCK / 8; v += blockDim.x)
-        {
-            int const rr = v / (BLOCK / 8);
-            int const kk = (v % (BLOCK / 8)) * 8;
-            *reinterpret_cast<uint4*>(ws + rr * LD + kk) = *reinterpret_cast<uint4 const*>(wb + rr * BLOCK + kk);
-        }
+        loadWeightTile<BLOCK>(ws, values + static_cast<int64_t>(j) * BLOCK * BLOCK);
         __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < BLOCK; kk += 16)
-        {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
-            wmma::load_matrix_sync(a, xs + warp * 16 * LD + kk, LD);
-#pragma unroll
-            for (int f = 0; f < FRAGS; ++f)
-            {
-                // B(k, n) = W(n, k): the row-major W block read as a column-major K x N matrix.
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
-                wmma::load_matrix_sync(b, ws + f * 16 * LD + kk, LD);
-                wmma::mma_sync(acc[f], a, b, acc[f]);
-            }
-        }
+        mmaTile<BLOCK>(acc, xs, ws, warp);
         __syncthreads();
     }
 
     constexpr int LDC = BLOCK + 4;
-#pragma unroll
-    for (int f = 0; f < FRAGS; ++f)
-    {
-        wmma::store_matrix_sync(cs + warp * 16 * LDC + f * 16, acc[f], LDC, wmma::mem_row_major);
-    }
+    storeTile<BLOCK>(cs, acc, warp);
     __syncthreads();
     for (int v = threadIdx.x; v < TILE_M * BLOCK; v += blockDim.x)
     {
@@ -131,7 +158,7 @@ __global__ void __launch_bounds__(128) bsrConv2dF16Kernel(__half const* __restri
     int64_t const p0 = static_cast<int64_t>(blockIdx.x) * TILE_M;
     int64_t const r = blockIdx.y;
 
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FRAGS];
+    Accumulators<BLOCK> acc;
 #pragma unroll
     for (int f = 0; f < FRAGS; ++f)
     {
@@ -162,34 +189,12 @@ __global__ void __launch_bounds__(128) bsrConv2dF16Kernel(__half const* __restri
             }
             xs[rr * LD + kk] = val;
         }
-        __half const* wb = values + static_cast<int64_t>(j) * BLOCK * BLOCK;
-        for (int v = threadIdx.x; v < BLOCK * BLOCK / 8; v += blockDim.x)
-        {
-            int const rr = v / (BLOCK / 8);
-            int const kk = (v % (BLOCK / 8)) * 8;
-            *reinterpret_cast<uint4*>(ws + rr * LD + kk) = *reinterpret_cast<uint4 const*>(wb + rr * BLOCK + kk);
-        }
+        loadWeightTile<BLOCK>(ws, values + static_cast<int64_t>(j) * BLOCK * BLOCK);
         __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < BLOCK; kk += 16)
-        {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
-            wmma::load_matrix_sync(a, xs + warp * 16 * LD + kk, LD);
-#pragma unroll
-            for (int f = 0; f < FRAGS; ++f)
-            {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
-                wmma::load_matrix_sync(b, ws + f * 16 * LD + kk, LD);
-                wmma::mma_sync(acc[f], a, b, acc[f]);
-            }
-        }
+        mmaTile<BLOCK>(acc, xs, ws, warp);
         __syncthreads();
     }
-#pragma unroll
-    for (int f = 0; f < FRAGS; ++f)
-    {
-        wmma::store_matrix_sync(cs + warp * 16 * LDC + f * 16, acc[f], LDC, wmma::mem_row_major);
-    }
+    storeTile<BLOCK>(cs, acc, warp);
     __syncthreads();
     for (int v = threadIdx.x; v < TILE_M * BLOCK; v += blockDim.x)
     {
