@@ -28,7 +28,8 @@ def _private_cache(tmp_path, monkeypatch):
 
 def _idx(path: Path, a: np.ndarray, gz: bool) -> None:
     raw = struct.pack(">BBBB", 0, 0, 0x08, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape) + a.astype(np.uint8).tobytes()
-    (gzip.open(path.with_name(path.name + ".gz"), "wb") if gz else open(path, "wb")).write(raw)
+    with gzip.open(path.with_name(path.name + ".gz"), "wb") if gz else open(path, "wb") as f:
+        f.write(raw)
 
 
 def _idx_dir(root: Path, n_train=40, n_test=20, gz=True) -> tuple[np.ndarray, np.ndarray]:

@@ -68,7 +68,8 @@ def _read_idx(path: Path) -> np.ndarray:
     """One IDX file (optionally gzipped). Written by hand: the format is a 4-byte magic, big-endian
     dimension sizes and the raw array; no maintained library reads it without torchvision."""
     try:
-        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
     except (OSError, EOFError) as e:
         raise DataError(f"cannot read IDX file {path}: {type(e).__name__}: {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
