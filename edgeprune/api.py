@@ -131,6 +131,8 @@ def compress(recipe: Recipe, out: str | Path, resume: bool = False, log=print, s
         artifacts, results = stage_fns[name](ctx, run)
         run.finish(name, artifacts, results, time.perf_counter() - t0)
         log(f"{name}: done in {time.perf_counter() - t0:.1f}s")
+        if (results.get("cpu_kernels") or {}).get("warning"):
+            log(f"[yellow]{results['cpu_kernels']['warning']}[/yellow]")
     return run.complete()
 
 
@@ -236,6 +238,8 @@ def _stage_quantize(ctx: Context, run):
     from edgeprune.export.onnx import onnx_predict
     from edgeprune.pipeline import quantize_model
     from edgeprune.prune.structured import plan_masks
+    from edgeprune.quant.numerics import NUMERICS, predict
+    from edgeprune.quant.targets import kernels_check
 
     cfg = ctx.recipe.quant
     rel = _quant_file(ctx)
@@ -248,7 +252,7 @@ def _stage_quantize(ctx: Context, run):
                              ctx.reference(), load_dense(ctx, run.dir), plan_masks(plan), ctx.recipe.seed + 1)
     run.commit(rel)
     xt, yt = ctx.arrays("nonmembers")
-    q = onnx_predict(run.path(rel), xt)
+    q = predict(run.path(rel), xt, "reference")  # the same figures on every CPU (edgeprune.quant.targets)
     f = onnx_predict(run.path(ONNX), xt)
     bits = info.pop("weight_bits")
     weights = "int8 symmetric per-channel" if cfg.mode == "int8" else \
@@ -257,8 +261,10 @@ def _stage_quantize(ctx: Context, run):
         **info, "weight_bits": bits,
         "mode": cfg.mode, "activations": cfg.activations, "weights": weights,
         "calibration": cfg.calibration, "calibration_samples": len(xc),
+        "numerics": NUMERICS.get("reference").description,
         "test_accuracy": float((q.argmax(1) == yt).mean()),
         "top1_agreement_with_fp32": float((q.argmax(1) == f.argmax(1)).mean()),
+        "cpu_kernels": kernels_check(run.path(rel), xt, yt),
     }
 
 
@@ -275,13 +281,24 @@ def _onnx_targets(ctx: Context, run) -> dict:
     """Predictors of the run's exported variants, keyed for the signal cache by the artifact's sha256."""
     from edgeprune.attack.signals import onnx_predictor
 
-    return {label: onnx_predictor(run.path(rel), key=f"{label}-{run.manifest['artifacts'][rel][:16]}")
+    return {label: onnx_predictor(run.path(rel), key=f"{label}-{run.manifest['artifacts'][rel][:16]}",
+                                  numerics="reference" if rel == _quant_file(ctx) else "cpu")
+            for label, rel in _variants(ctx)}
+
+
+def _numerics(ctx: Context) -> dict:
+    """What computed each audited variant (audit.json): fp32 graphs run as they are, the quantized one with
+    reference QDQ semantics (edgeprune.quant.targets)."""
+    from edgeprune.quant.numerics import NUMERICS
+
+    return {label: NUMERICS.get("reference").description if rel == _quant_file(ctx) else "onnxruntime fp32 on this CPU"
             for label, rel in _variants(ctx)}
 
 
 def _stage_audit(ctx: Context, run):
     audit = _audit_targets(ctx, _onnx_targets(ctx, run), run.path("audit_cache"))
     audit["on"] = "onnxruntime (the exported artifacts)"
+    audit["numerics"] = _numerics(ctx)
     for label, rel in _variants(ctx):
         audit["variants"][label]["artifact"] = rel
     return _write_audit(run, audit), {}
@@ -379,6 +396,8 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
                        "pruned": torch_predictor(load_pruned(ctx, run.dir), f"torch-pruned-{manifest['artifacts'][WEIGHTS][:16]}")}
         audit = _audit_targets(ctx, targets, run.path("audit_cache"), cfg)
         audit["on"] = "onnxruntime (the exported artifacts)" if on == "onnx" else "torch (fp32 modules)"
+        if on == "onnx":
+            audit["numerics"] = _numerics(ctx)
         for label, rel in variants:
             audit["variants"][label]["artifact"] = rel
         artifacts = _write_audit(run, audit)
@@ -404,7 +423,7 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    from edgeprune.run import package_versions
+    from edgeprune.versions import package_versions
 
     gpu = None
     try:
@@ -416,7 +435,11 @@ def machine() -> dict:
         gpu = None
     import onnxruntime as ort
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "system": platform.system(),
+    from edgeprune.cpu import cpu_info
+
+    info = cpu_info()
+    return {"cpu": info["model"] or cpu, "cores": os.cpu_count(), "gpu": gpu, "system": platform.system(),
+            "arch": info["arch"], "cpu_features": info["features"], "int8_kernels": info["int8_kernels"],
             "onnxruntime_providers": ort.get_available_providers(), "versions": package_versions()}
 
 
@@ -462,8 +485,14 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_
         raise ConfigError(f"--opset must be between 7 and 23, got {opset}")
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
-    activations = activations or ("int8" if fmt == "tensorrt" else "uint8")
+    from edgeprune.quant.numerics import NUMERICS, predict
+    from edgeprune.quant.targets import TARGETS, kernels_check
+
     manifest, ctx = _open_run(run_dir)
+    # TensorRT keeps the full 8-bit range; onnxruntime CPU artifacts follow the recipe / this CPU's kernels
+    target = TARGETS.get("tensorrt" if fmt == "tensorrt" else "ort-cpu")
+    int8_cfg = target.settings(activations, None if fmt == "tensorrt" else ctx.recipe.quant.reduce_range)
+    activations = int8_cfg["activations"]
     run_dir = Path(run_dir)
     model = load_pruned(ctx, run_dir)
     xv, _ = ctx.arrays("nonmembers", ctx.recipe.export.verify_samples)
@@ -493,15 +522,19 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_
             v = verify_onnx(model, f, xv, rtol=2e-2, top1_min=0.98).to_json()
             files[f.name] = {"precision": "fp16", **v, "test_accuracy": float((onnx_predict(f, xt).argmax(1) == yt).mean())}
         if int8:
-            f = quantize_int8(fp32, tmp / "model.int8.onnx", xc, activations=activations, method=calibration)
-            q = onnx_predict(f, xt)
+            f = quantize_int8(fp32, tmp / "model.int8.onnx", xc, activations=activations, method=calibration,
+                              reduce_range=int8_cfg["reduce_range"])
+            q = predict(f, xt, int8_cfg["numerics"])
             acc = float((q.argmax(1) == yt).mean())
             if acc < fp32_acc - ctx.recipe.export.max_int8_drop:
                 raise VerificationFailed(f"int8 model accuracy {acc:.4f} is more than {ctx.recipe.export.max_int8_drop} "
                                          f"below fp32 ({fp32_acc:.4f}); try --calibration entropy or percentile")
-            files[f.name] = {"precision": "int8", "activations": activations, "calibration": calibration,
-                             "calibration_samples": len(xc), "test_accuracy": acc,
-                             "top1_agreement_with_fp32": float((q.argmax(1) == onnx_predict(fp32, xt).argmax(1)).mean())}
+            files[f.name] = {"precision": "int8", **int8_cfg, "numerics": NUMERICS.get(int8_cfg["numerics"]).description,
+                             "calibration": calibration, "calibration_samples": len(xc), "test_accuracy": acc,
+                             "top1_agreement_with_fp32": float((q.argmax(1) == onnx_predict(fp32, xt).argmax(1)).mean()),
+                             "cpu_kernels": kernels_check(f, xt, yt)}
+            if files[f.name]["cpu_kernels"]["warning"]:
+                log(f"[yellow]{files[f.name]['cpu_kernels']['warning']}[/yellow]")
         result = {"format": fmt, "opset": opset, "dynamic_batch": dynamic_batch,
                   "batch": None if dynamic_batch else batch, "files": files}
         if fmt == "tensorrt":

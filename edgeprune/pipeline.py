@@ -62,7 +62,8 @@ def quantize_model(model: nn.Module, in_shape, calibration: np.ndarray, recipe: 
     cfg = recipe.quant
     model = copy.deepcopy(model).eval()
     bits = {n: 8 for n in quant_layers(model)}
-    info: dict = {"mode": cfg.mode}
+    settings = int8_settings(recipe)
+    info: dict = {"mode": cfg.mode, "int8": settings}
     if cfg.mode == "mixed":
         from edgeprune.quant.mixed import choose_bits
 
@@ -83,10 +84,17 @@ def quantize_model(model: nn.Module, in_shape, calibration: np.ndarray, recipe: 
     with tempfile.TemporaryDirectory() as tmp:
         src = export_onnx(model, in_shape, Path(tmp) / "fp32.onnx", opset=recipe.export.opset)
         weight_bits = {f"{n}.weight": b for n, b in bits.items()} if cfg.mode == "mixed" else None
-        path = quantize_int8(src, dst, calibration, activations=cfg.activations, method=cfg.calibration,
-                             weight_bits=weight_bits)
+        path = quantize_int8(src, dst, calibration, activations=settings["activations"], method=cfg.calibration,
+                             weight_bits=weight_bits, reduce_range=settings["reduce_range"])
     info["weight_bits"] = {n: b for n, b in bits.items()}
     return path, info
+
+
+def int8_settings(recipe: Recipe) -> dict:
+    """The run's quantized artifact is for onnxruntime on a CPU (the bench stage times it there)."""
+    from edgeprune.quant.targets import TARGETS
+
+    return TARGETS.get("ort-cpu").settings(recipe.quant.activations, recipe.quant.reduce_range)
 
 
 def quant_variant(recipe: Recipe) -> str | None:

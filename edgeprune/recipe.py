@@ -51,6 +51,9 @@ class PruneConfig:
 class QuantConfig:
     mode: str = "int8"  # int8 | mixed (per-layer 8/4-bit weights chosen against leakage) | none
     activations: str = "uint8"  # uint8 | int8 (weights are always symmetric int8 per channel)
+    # 7-bit weights for onnxruntime on CPUs whose U8S8 kernels saturate; None = auto from this CPU's features
+    # (x86 without VNNI / AMX), true / false force it (see edgeprune.quant.targets)
+    reduce_range: bool | None = None
     calibration: str = "minmax"  # minmax | entropy | percentile
     calibration_samples: int = 256
     qat_epochs: int = 0  # fake-quant fine-tuning epochs before export (with the recipe's defense)

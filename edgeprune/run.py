@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 from edgeprune import __version__
 from edgeprune.errors import RunDirError
+from edgeprune.versions import package_versions
 
 MANIFEST = "manifest.json"
 
@@ -67,16 +67,11 @@ def _umask() -> int:
     return mask
 
 
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+def _cpu() -> dict:
+    """The CPU model and the instruction-set features that chose onnxruntime's kernels for this run."""
+    from edgeprune.cpu import cpu_info
 
-    out = {"python": platform.python_version(), "edgeprune": __version__}
-    for name in ("torch", "numpy", "onnx", "onnxruntime", "scikit-learn", "safetensors"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
+    return cpu_info()
 
 
 class Run:
@@ -119,6 +114,7 @@ class Run:
             "recipe_hash": self.recipe_hash,
             "seeds": {"run": self.recipe.get("seed")},
             "versions": package_versions(),
+            "cpu": _cpu(),
             "stages": {},
             "artifacts": {},
         }

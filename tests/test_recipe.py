@@ -37,3 +37,19 @@ def test_shipped_example_recipes_load(name):
     r = load_recipe(Path(__file__).resolve().parents[1] / "examples" / name)
     if name == "mlp-private.yaml":
         assert r.defense.name == "kl" and r.quant.mode == "mixed" and r.prune.criterion == "leakage"
+
+
+def test_quant_reduce_range_is_auto_true_or_false(tmp_path):
+    from edgeprune.pipeline import int8_settings
+
+    assert Recipe().quant.reduce_range is None  # auto: from the CPU's features
+    p = tmp_path / "r.yaml"
+    p.write_text("quant: {reduce_range: true}\n")
+    r = load_recipe(p)
+    assert r.quant.reduce_range is True and int8_settings(r)["reduce_range"] is True
+    assert int8_settings(r)["reduce_range_reason"] == "set in the recipe"
+    r.quant.reduce_range = False
+    assert int8_settings(r)["reduce_range"] is False
+    p.write_text("quant: {reduce_range: sometimes}\n")
+    with pytest.raises(ConfigError, match="reduce_range must be bool"):
+        load_recipe(p)

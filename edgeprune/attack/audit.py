@@ -103,7 +103,7 @@ def _pipeline_predictors(factory: ModelFactory, ds, train_idx: np.ndarray, seed:
         if v in out.models:
             preds[v] = torch_predictor(out.models[v], key=f"{tag}-{v}-{factory.pipeline_key}")
         else:
-            preds[v] = onnx_predictor(out.onnx[v], key=f"{tag}-{v}-{factory.pipeline_key}")
+            preds[v] = onnx_predictor(out.onnx[v], key=f"{tag}-{v}-{factory.pipeline_key}", numerics="reference")
     return preds
 
 
@@ -280,4 +280,9 @@ def pipeline_key(recipe, split_hash: str) -> str:
     if d.get("defense", {}).get("name", "none") != "none":  # keys of undefended runs stay as they were
         parts["defense"] = d["defense"]
     parts["split"] = split_hash
+    if d["quant"]["mode"] != "none":  # 7-bit weights chosen from this CPU's features make other artifacts
+        from edgeprune.pipeline import int8_settings
+
+        if int8_settings(recipe)["reduce_range"] and d["quant"].get("reduce_range") is None:
+            parts["reduce_range"] = True
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -36,18 +36,21 @@ def torch_predictor(model, key: str, batch_size: int = 512) -> Predictor:
     return Predictor(predict, key)
 
 
-def onnx_predictor(path: str | Path, key: str | None = None, threads: int = 1, batch_size: int = 512) -> Predictor:
-    from edgeprune.export.onnx import session
+def onnx_predictor(path: str | Path, key: str | None = None, threads: int = 1, batch_size: int = 512,
+                   numerics: str = "cpu") -> Predictor:
+    """``numerics``: ``cpu`` (this CPU's onnxruntime kernels) or ``reference`` (QDQ dequantized to fp32, the
+    same on every machine); see edgeprune.quant.numerics."""
+    from edgeprune.quant.numerics import session
     from edgeprune.run import sha256_file
 
-    sess = session(path, threads)
+    sess = session(path, numerics, threads)
     name = sess.get_inputs()[0].name
 
     def predict(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         return np.concatenate([sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
 
-    return Predictor(predict, key or f"onnx-{sha256_file(Path(path))[:16]}")
+    return Predictor(predict, key or f"onnx-{sha256_file(Path(path))[:16]}" + ("" if numerics == "cpu" else f"-{numerics}"))
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -111,7 +111,8 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
     """Write the bundle into a temp dir next to ``out`` and rename it into place at the end."""
     import torch
 
-    from edgeprune.export.onnx import export_onnx, onnx_predict, to_fp16
+    from edgeprune.export.onnx import export_onnx, to_fp16
+    from edgeprune.quant.numerics import predict
     from edgeprune.quant.ptq import quantize_int8
 
     out = Path(out).expanduser().resolve()
@@ -129,7 +130,9 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
                 quantize_int8(fp32, f, calibration, activations="int8")
             elif p != "fp32":
                 raise ValueError(p)
-            outputs[f"outputs_{p}"] = onnx_predict(f, samples)
+            # expected outputs: int8 with reference QDQ semantics (what TensorRT computes, up to rounding),
+            # not whatever this CPU's int8 kernels compute
+            outputs[f"outputs_{p}"] = predict(f, samples, "reference" if p == "int8" else "cpu")
             rtol, top1 = CHECK[p]
             models.append({"file": f.name, "precision": p, "engine": f"model.{p}.engine",
                            "batch": None if dynamic_batch else batch, "check_rtol": rtol, "check_top1": top1})

@@ -67,8 +67,13 @@ def static_batch(sess) -> int | None:
 
 
 def onnx_predict(path: str | Path, x: np.ndarray, batch_size: int = 512, threads: int = 1) -> np.ndarray:
+    """Logits for every row of x computed by this CPU's onnxruntime kernels (see edgeprune.quant.numerics
+    for the reference QDQ semantics)."""
+    return run_session(session(path, threads), x, batch_size)
+
+
+def run_session(sess, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Logits for every row of x; a graph with a fixed batch is fed in chunks of that size (padded)."""
-    sess = session(path, threads)
     name = sess.get_inputs()[0].name
     fixed = static_batch(sess)
     if fixed is None:

@@ -82,16 +82,18 @@ def sparsify_onnx(src: str | Path, dst: str | Path, block: int = 32, min_sparsit
     return replaced
 
 
-def session(path: str | Path, threads: int = 1):
-    """An onnxruntime CPU session that can run ``ai.edgeprune`` ops (plain graphs load as they are)."""
+def session(path: str | Path, threads: int = 1, opts=None):
+    """An onnxruntime CPU session that can run ``ai.edgeprune`` ops (plain graphs load as they are);
+    ``opts``: onnxruntime SessionOptions to start from."""
     import onnx
     import onnxruntime as ort
     from onnxruntime_extensions import get_library_path
 
     model = onnx.load(str(path))
-    opts = ort.SessionOptions()
+    if opts is None:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
     opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
     if any(n.domain == DOMAIN for n in model.graph.node):
         contrib = _register()
         for n in model.graph.node:

@@ -1,7 +1,9 @@
 """Static int8 PTQ through onnxruntime.quantization: QDQ format, symmetric int8 per-channel weights.
 
 Activations are uint8 by default (U8S8), the fast combination on x86 CPUs (DESIGN.md); int8 activations
-(S8S8) are what TensorRT wants and can be selected.
+(S8S8) are what TensorRT wants and can be selected. ``reduce_range`` quantizes weights to 7 bits
+([-64, 64]), what onnxruntime recommends where its U8S8 kernels saturate (x86 without VNNI: 255 * 64 * 2
+fits int16); which artifact each deployment target gets is decided in edgeprune.quant.targets.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def quantize_int8(
     method: str = "minmax",
     batch_size: int = 32,
     weight_bits: dict[str, int] | None = None,
+    reduce_range: bool = False,
 ) -> Path:
     """``weight_bits`` maps weight initializer names (the torch parameter names, which the exporter keeps) to
     4 or 8; 4-bit weights become INT4 per-channel symmetric QDQ (mixed precision)."""
@@ -76,7 +79,7 @@ def quantize_int8(
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
         quantize_static(
-            str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
             activation_type=act, weight_type=QuantType.QInt8, calibrate_method=methods[method],
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": activations == "int8",
                            **({"TensorQuantOverrides": overrides} if overrides else {})},
