@@ -516,15 +516,24 @@ def datasets():
     _registry_table(DATASETS, "data")
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
-    version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True),
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", help="print the version and exit"),
+    verbose: bool = typer.Option(False, "--verbose", help="with --version: package versions and CPU features for a bug report"),
 ):
     if version:
         from edgeprune import __version__
 
         typer.echo(__version__)
+        if verbose:  # standard library only: importlib.metadata and /proc/cpuinfo, torch is not imported
+            from edgeprune.versions import bug_report
+
+            typer.echo(bug_report())
         raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        _fail("--verbose goes with --version or a command; see edgeprune --help" if verbose else
+              "missing command; see edgeprune --help")
 
 
 def main() -> None:

@@ -117,3 +117,22 @@ def test_compress_on_image_data(tmp_path, cifar_dir):
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     assert [r["variant"] for r in report["rows"]] == ["dense", "pruned"]
+
+
+def test_version_alone_and_verbose_for_bug_reports():
+    from edgeprune import __version__
+
+    out = subprocess.run([sys.executable, "-m", "edgeprune.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == __version__, out.stderr
+    code = ("import sys; from typer.testing import CliRunner; from edgeprune.cli import app; "
+            "r = CliRunner().invoke(app, ['--version', '--verbose']); print(r.output); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(r.exit_code)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    import onnxruntime
+
+    assert f"onnxruntime: {onnxruntime.__version__}" in out.stdout and "numpy: " in out.stdout
+    assert "cpu features: " in out.stdout and "onnxruntime int8 kernels: " in out.stdout
+    assert runner.invoke(app, ["--version", "models"]).output.strip() == __version__
+    r = runner.invoke(app, ["--verbose"])
+    assert r.exit_code == 2 and "--version" in r.output
