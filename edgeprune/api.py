@@ -255,7 +255,8 @@ def _stage_quantize(ctx: Context, run):
     q = predict(run.path(rel), xt, "reference")  # the same figures on every CPU (edgeprune.quant.targets)
     f = onnx_predict(run.path(ONNX), xt)
     bits = info.pop("weight_bits")
-    weights = "int8 symmetric per-channel" if cfg.mode == "int8" else \
+    weights = ("int8 symmetric per-channel" + (", 7-bit range [-64, 64]" if info["int8"]["reduce_range"] else "")
+               if cfg.mode == "int8" else None) or \
         f"int8/int4 symmetric per-channel ({sum(b == 4 for b in bits.values())} of {len(bits)} layers at 4 bits)"
     return [rel], {
         **info, "weight_bits": bits,

@@ -42,8 +42,29 @@ def build_report(manifest: dict, run_dir: Path) -> dict:
         "defense": _defense(manifest),
         "quant": manifest["recipe"]["quant"]["mode"],
         "bench": {"backend": bench["backend"], "threads": bench["threads"], "machine": bench_file["machine"]},
+        "int8": _int8(manifest),
         "rows": rows,
     }
+
+
+def _int8(manifest: dict) -> dict | None:
+    """How the quantized variant was made and which numerics scored it (None without quantization)."""
+    q = manifest.get("stages", {}).get("quantize", {}).get("results", {})
+    if "cpu_kernels" not in q:
+        return None
+    return {"settings": q.get("int8"), "numerics": q.get("numerics"), "cpu_kernels": q["cpu_kernels"]}
+
+
+def int8_line(report: dict) -> str | None:
+    q = report.get("int8")
+    if not q:
+        return None
+    s, k = q["settings"] or {}, q["cpu_kernels"]
+    steps = "" if k["max_abs_diff_steps"] is None else f", max difference {k['max_abs_diff_steps']:.1f} output steps"
+    line = (f"int8: {s.get('activations', '?')} activations, {'7' if s.get('reduce_range') else '8'}-bit weights "
+            f"({s.get('reduce_range_reason', '?')}); accuracy and audit with {q['numerics']}. This CPU's kernels "
+            f"({k['int8_kernels']}) agree with it on top-1 for {k['top1_agreement_with_reference']:.1%}{steps}.")
+    return line + (f" Warning: {k['warning']}." if k.get("warning") else "")
 
 
 def attack_names(report: dict) -> list[str]:
@@ -94,6 +115,8 @@ def to_markdown(report: dict) -> str:
         f"{report['bench']['machine']['cpu']}. Attacks run on the exported ONNX artifacts.",
         "",
     ]
+    if int8_line(report):
+        lines[-1:-1] = [int8_line(report)]
     cols = columns(report)
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
