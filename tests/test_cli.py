@@ -77,6 +77,13 @@ def test_compress_end_to_end_then_resume(tmp_path):
         assert 0.0 <= r["test_accuracy"] <= 1.0 and 0.0 <= r["attacks"]["loss"]["auc"] <= 1.0
         assert r["latency"]["1"]["p50_ms"] > 0
     assert "dense" in res.output and "loss AUC" in res.output
+    # the CPU that ran it, and how the int8 variant was made and scored
+    assert man["cpu"]["model"] and "features" in man["cpu"] and man["cpu"]["int8_kernels"]
+    q = man["stages"]["quantize"]["results"]
+    assert q["int8"]["target"] == "ort-cpu" and isinstance(q["int8"]["reduce_range"], bool)
+    assert q["numerics"].startswith("reference QDQ") and q["cpu_kernels"]["max_abs_diff_steps"] <= 2
+    assert json.loads((out / "audit.json").read_text())["numerics"]["pruned+int8"].startswith("reference QDQ")
+    assert "int8: uint8 activations" in (out / "report.md").read_text()
 
     # an existing run is not overwritten
     res = runner.invoke(app, ["compress", "mlp", *SMALL, "--sparsity", "0.5", "-o", str(out)])
