@@ -675,7 +675,10 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     if path.suffix == ".onnx":
         if not path.is_file():
             raise ConfigError(f"ONNX file not found: {path}")
-        pred = onnx_predictor(path)
+        from edgeprune.quant.numerics import is_quantized
+
+        numerics = "reference" if is_quantized(path) else "cpu"  # int8 QDQ: the same figures on every CPU
+        pred = onnx_predictor(path, numerics=numerics)
         try:
             pred.predict(ds.x[:2])
         except Exception as e:
@@ -705,6 +708,11 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     cache_dir = out.parent / f".{out.name}.cache"
     audit = run_audit(ds, split, {"dense": pred}, plan, factory, SignalCache(cache_dir))
     audit["on"] = "onnxruntime" if path.suffix == ".onnx" else "torch"
+    if path.suffix == ".onnx":
+        from edgeprune.quant.numerics import NUMERICS
+
+        audit["numerics"] = {"dense": NUMERICS.get("reference").description if numerics == "reference"
+                             else "onnxruntime fp32 on this CPU"}
     audit["target"] = str(target)
     audit["membership"] = membership
     audit["variants"]["dense"]["artifact"] = str(target)

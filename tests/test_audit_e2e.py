@@ -136,6 +136,17 @@ def test_audit_a_user_model_with_train_test_membership(tmp_path):
     assert info["train_accuracy"] == 1.0 and info["attacks"]["loss"]["auc"] > 0.7
     assert set(info["attacks"]) == {"loss", "entropy", "lira-online-fixed", "nn"}
     assert (tmp_path / "aud" / "audit_roc.png").is_file()
+    assert audit["numerics"]["dense"] == "onnxruntime fp32 on this CPU"
+    # an int8 QDQ model is audited with reference QDQ semantics, the same on every CPU
+    from edgeprune.quant.ptq import quantize_int8
+
+    quantize_int8(tmp_path / "user.onnx", tmp_path / "user8.onnx", ds.x[:256])
+    res = runner.invoke(app, ["audit", str(tmp_path / "user8.onnx"), "--data", f"npz:{tmp_path / 'd.npz'}",
+                              "--attacks", "loss", "-o", str(tmp_path / "aud8")])
+    assert res.exit_code == 0, res.output
+    audit8 = json.loads((tmp_path / "aud8" / "audit.json").read_text())
+    assert audit8["numerics"]["dense"].startswith("reference QDQ")
+    assert audit8["variants"]["dense"]["attacks"]["loss"]["auc"] > 0.7
     # without the architecture, attacks that need attacker models cannot run: a clear error
     res = runner.invoke(app, ["audit", str(tmp_path / "user.onnx"), "--data", f"npz:{tmp_path / 'd.npz'}",
                               "--attacks", "nn", "--shadows", "1", "-o", str(tmp_path / "aud2")])

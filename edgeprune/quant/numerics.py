@@ -72,6 +72,14 @@ def predict(path: str | Path, x: np.ndarray, numerics: str = "cpu", batch_size: 
     return run_session(session(path, numerics, threads), x, batch_size)
 
 
+def is_quantized(path: str | Path) -> bool:
+    """True when the graph holds QDQ nodes (its numbers then depend on who computes them)."""
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    return "DequantizeLinear" in ops
+
+
 def output_step(path: str | Path) -> float | None:
     """The quantization step of the graph's output (scale of the DequantizeLinear that produces it)."""
     import onnx
