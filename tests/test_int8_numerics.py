@@ -100,3 +100,14 @@ def test_this_cpus_kernels_compute_the_reference_for_the_artifact_made_for_it(qu
     q, x = quantized("lenet5", activations, shipped["reduce_range"])
     r = compare(q, x, "cpu", "reference")
     assert r["max_abs_diff_steps"] <= STEPS, r
+
+
+def test_kernels_that_disagree_with_the_reference_are_reported_in_one_line(quantized):
+    from edgeprune.quant.targets import kernels_check
+
+    full, x = quantized("mlp", "int8", False)  # full range S8S8: the emulated AVX2 kernels saturate
+    bad = kernels_check(full, x, numerics="emulated-avx2")
+    assert bad["top1_agreement_with_reference"] < 0.99 and bad["max_abs_diff_steps"] > 3 * STEPS
+    assert "disagree with reference QDQ on top-1" in bad["warning"] and "\n" not in bad["warning"]
+    ok = kernels_check(quantized("mlp", "int8", True)[0], x, numerics="emulated-avx2")
+    assert ok["warning"] is None and ok["top1_agreement_with_reference"] == 1.0

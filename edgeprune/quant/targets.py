@@ -66,26 +66,28 @@ for _t in (
     TARGETS.register(_t.name)(_t)
 
 
-def kernels_check(path, x, labels=None) -> dict:
-    """This CPU's fused int8 kernels against the reference semantics on x: the figures recorded beside the
-    reference ones, and a one-line warning when top-1 differs on more than AGREEMENT_TOLERANCE of x."""
+def kernels_check(path, x, labels=None, numerics: str = "cpu") -> dict:
+    """This CPU's fused int8 kernels (or other ``numerics``) against the reference semantics on x: the figures
+    recorded beside the reference ones, and a one-line warning when top-1 differs on more than
+    AGREEMENT_TOLERANCE of x."""
     import numpy as np
 
     from edgeprune.cpu import cpu_info
-    from edgeprune.quant.numerics import output_step, predict
+    from edgeprune.quant.numerics import NUMERICS, output_step, predict
 
-    cpu, ref = predict(path, x, "cpu"), predict(path, x, "reference")
+    cpu, ref = predict(path, x, numerics), predict(path, x, "reference")
     step = output_step(path)
     diff = float(np.abs(cpu - ref).max())
     agree = float((cpu.argmax(1) == ref.argmax(1)).mean())
     info = cpu_info()
-    out = {"cpu": info["model"], "int8_kernels": info["int8_kernels"], "max_abs_diff": diff,
+    kernels = info["int8_kernels"] if numerics == "cpu" else NUMERICS.get(numerics).description
+    out = {"cpu": info["model"], "int8_kernels": kernels, "max_abs_diff": diff,
            "max_abs_diff_steps": diff / step if step else None, "top1_agreement_with_reference": agree,
            "tolerance": AGREEMENT_TOLERANCE, "warning": None}
     if labels is not None:
         out["test_accuracy"] = float((cpu.argmax(1) == labels).mean())
     if agree < 1.0 - AGREEMENT_TOLERANCE:
-        out["warning"] = (f"this CPU's int8 kernels ({info['int8_kernels']}) disagree with reference QDQ on "
+        out["warning"] = (f"this CPU's int8 kernels ({kernels}) disagree with reference QDQ on "
                           f"top-1 for {1 - agree:.1%} of samples (tolerance {AGREEMENT_TOLERANCE:.0%}); "
                           "figures use the reference, the CPU's are recorded beside them")
     return out
