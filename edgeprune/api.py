@@ -282,9 +282,12 @@ def _onnx_targets(ctx: Context, run) -> dict:
     """Predictors of the run's exported variants, keyed for the signal cache by the artifact's sha256."""
     from edgeprune.attack.signals import onnx_predictor
 
-    return {label: onnx_predictor(run.path(rel), key=f"{label}-{run.manifest['artifacts'][rel][:16]}",
-                                  numerics="reference" if rel == _quant_file(ctx) else "cpu")
-            for label, rel in _variants(ctx)}
+    out = {}
+    for label, rel in _variants(ctx):
+        numerics = "reference" if rel == _quant_file(ctx) else "cpu"
+        key = f"{label}-{run.manifest['artifacts'][rel][:16]}" + ("-reference" if numerics == "reference" else "")
+        out[label] = onnx_predictor(run.path(rel), key=key, numerics=numerics)
+    return out
 
 
 def _numerics(ctx: Context) -> dict:
