@@ -464,8 +464,10 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_
 
     if fmt not in ("onnx", "tensorrt"):
         raise ConfigError(f"--format must be onnx or tensorrt, got {fmt!r}")
-    if not 7 <= opset <= 23:
-        raise ConfigError(f"--opset must be between 7 and 23, got {opset}")
+    from edgeprune.recipe import OPSET_RANGE
+
+    if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        raise ConfigError(f"--opset must be between {OPSET_RANGE[0]} and {OPSET_RANGE[1]}, got {opset}")
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
     activations = activations or ("int8" if fmt == "tensorrt" else "uint8")

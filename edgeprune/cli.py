@@ -184,7 +184,7 @@ def _check_audit_target(target: str) -> None:
 def export(
     run_dir: Path = typer.Argument(..., help="a run directory made by `edgeprune compress`"),
     format: str = typer.Option("onnx", "--format", help="onnx | tensorrt (lint + engine where tensorrt imports, else the bundle)"),
-    opset: int = typer.Option(20, help="ONNX opset"),
+    opset: int = typer.Option(20, help="ONNX opset (18-23: what the exporter writes natively and onnxruntime reads)"),
     dynamic_batch: bool = typer.Option(False, help="dynamic batch dimension (else fixed at --batch)"),
     batch: int = typer.Option(1, help="fixed batch size when not --dynamic-batch"),
     fp16: bool = typer.Option(False, "--fp16", help="also write an fp16 model"),
