@@ -33,6 +33,8 @@ def _log(msg: str) -> None:
 
 def _fail(msg: str, code: int = 2) -> None:
     first = str(msg).strip().splitlines()[0] if str(msg).strip() else "failed"
+    if len(first) > 1000:  # a last bound: messages quote user values, which are cut where they are quoted
+        first = first[:997] + "..."
     _console(stderr=True).print(f"[bold red]error:[/bold red] {_esc(first)}", soft_wrap=True)
     raise typer.Exit(code)
 

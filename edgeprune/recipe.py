@@ -17,6 +17,8 @@ RECIPE_VERSION = 1
 OPSET_RANGE = (18, 23)  # torch's dynamo exporter writes 18+ natively; onnxruntime / TensorRT read up to 23
 BLOCK_SIZES = (4, 8, 16, 32, 64)  # 16 / 32 / 64 for real use, 4 and 8 for tests
 MAX_RECIPE_BYTES = 1 << 20
+MAX_BOOTSTRAP = 2000
+MAX_ATTACK_MODELS = 256  # shadow or reference models: each is a full training run
 
 
 def short(value, limit: int = 60) -> str:
@@ -24,7 +26,10 @@ def short(value, limit: int = 60) -> str:
     if isinstance(value, (list, tuple, dict, set)) and len(value) > 20:
         text = f"{type(value).__name__} of {len(value)} items"
     else:
-        text = repr(value)
+        try:
+            text = repr(value)
+        except ValueError:  # an int too long to print
+            text = f"<a {type(value).__name__} too long to print>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -162,11 +167,11 @@ class Recipe:
             if t.weight_decay < 0 or not 0 <= t.momentum < 1:
                 raise ConfigError(f"{name}: weight_decay must be >= 0 and momentum in [0, 1)")
             if t.optimizer not in ("adam", "sgd"):
-                raise ConfigError(f"{name}.optimizer must be adam or sgd, got {t.optimizer!r}")
+                raise ConfigError(f"{name}.optimizer must be adam or sgd, got {short(t.optimizer)}")
             if t.schedule not in ("cosine", "constant"):
-                raise ConfigError(f"{name}.schedule must be cosine or constant, got {t.schedule!r}")
+                raise ConfigError(f"{name}.schedule must be cosine or constant, got {short(t.schedule)}")
         if self.quant.mode not in ("int8", "mixed", "none"):
-            raise ConfigError(f"quant mode must be int8, mixed or none, got {self.quant.mode!r}")
+            raise ConfigError(f"quant mode must be int8, mixed or none, got {short(self.quant.mode)}")
         if not 4.0 <= self.quant.target_bits <= 8.0:
             raise ConfigError(f"quant target_bits must be in [4, 8], got {self.quant.target_bits}")
         if self.quant.qat_epochs < 0:
@@ -177,9 +182,9 @@ class Recipe:
 
         check_config(self.defense)
         if self.quant.activations not in ("uint8", "int8"):
-            raise ConfigError(f"quant activations must be uint8 or int8, got {self.quant.activations!r}")
+            raise ConfigError(f"quant activations must be uint8 or int8, got {short(self.quant.activations)}")
         if self.quant.calibration not in ("minmax", "entropy", "percentile"):
-            raise ConfigError(f"calibration must be minmax, entropy or percentile, got {self.quant.calibration!r}")
+            raise ConfigError(f"calibration must be minmax, entropy or percentile, got {short(self.quant.calibration)}")
         if self.quant.calibration_samples < 1 or not 0 <= self.quant.max_acc_drop <= 1:
             raise ConfigError("quant calibration_samples must be >= 1 and max_acc_drop in [0, 1]")
         lo, hi = OPSET_RANGE
@@ -194,10 +199,14 @@ class Recipe:
         for key in ("max_samples", "population", "bootstrap"):
             if getattr(self.audit, key) < 1:
                 raise ConfigError(f"audit.{key} must be >= 1, got {short(getattr(self.audit, key))}")
+        if self.audit.bootstrap > MAX_BOOTSTRAP:  # the resampling weights are bootstrap x candidates floats
+            raise ConfigError(f"audit.bootstrap must be at most {MAX_BOOTSTRAP}, got {short(self.audit.bootstrap)}")
+        if max(self.audit.shadows, self.audit.references) > MAX_ATTACK_MODELS:
+            raise ConfigError(f"audit shadows and references must be at most {MAX_ATTACK_MODELS} each")
         if not self.bench.batches or any(not 1 <= b <= 65536 for b in self.bench.batches):
             raise ConfigError(f"bench batches must be in [1, 65536], got {short(self.bench.batches)}")
-        if self.bench.threads < 0:
-            raise ConfigError(f"bench.threads must be >= 0 (0 lets onnxruntime choose), got {self.bench.threads}")
+        if not 0 <= self.bench.threads <= 1024:
+            raise ConfigError(f"bench.threads must be in [0, 1024] (0 lets onnxruntime choose), got {short(self.bench.threads)}")
         if self.bench.warmup_s < 0 or self.bench.duration_s <= 0 or self.bench.min_runs < 1:
             raise ConfigError("bench warmup_s must be >= 0, duration_s > 0 and min_runs >= 1")
         if names:
@@ -318,6 +327,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise ConfigError(f"recipe {path} is not valid YAML: {short(str(e).splitlines()[0], 200)}") from None
     except RecursionError:
         raise ConfigError(f"recipe {path} nests too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"recipe {path} holds a value edgeprune cannot read: {short(str(e), 120)}") from None
     return from_dict(Recipe, {} if data is None else data).validate()
 
 

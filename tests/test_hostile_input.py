@@ -75,7 +75,8 @@ def test_stray_label_message_names_it():
     ("train: {lr: .nan}\n", "finite"),
     ("export: {opset: 99}\n", "opset must be between 18 and 23"),
     ("audit: {bootstrap: -1}\n", "bootstrap must be >= 1"),
-    ("bench: {threads: -3}\n", "threads must be >= 0"),
+    ("bench: {threads: -3}\n", "threads must be in [0, 1024]"),
+    ("audit: {bootstrap: 1000000000000}\n", "bootstrap must be at most 2000"),
     ("audit: {attacks: [loss, nosuch]}\n", "unknown attack 'nosuch'"),
     ("prune: {block: 7}\n", "block size"),
     ("seed: -1\n", "seed"),
@@ -83,6 +84,8 @@ def test_stray_label_message_names_it():
     ("model: " + "x" * 100000 + "\nnot_a_key: 1\n", "unknown key"),
     ("[1, 2]\n", "must be a mapping"),
     ("{1: 2}\n", "unknown key"),
+    ("seed: 1" + "0" * 5000 + "\n", "cannot read"),
+    ("seed: 1" + "0" * 4000 + "\n", "seed must be in [0, 2^32)"),
 ])
 def test_bad_recipes_are_one_line(tmp_path, text, match):
     p = tmp_path / "r.yaml"

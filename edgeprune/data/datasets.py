@@ -108,7 +108,7 @@ def _sample_count(name: str, arg: str | None, default: int, lo: int, hi: int) ->
     try:
         n = int(arg)
     except ValueError:
-        raise DataError(f"{name}:N needs a whole number of samples, got {arg!r}") from None
+        raise DataError(f"{name}:N needs a whole number of samples, got {arg[:40]!r}") from None
     if not lo <= n <= hi:
         raise DataError(f"{name}:N needs {lo} <= N <= {hi}, got {n}")
     return n

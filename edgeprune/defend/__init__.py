@@ -28,7 +28,7 @@ def parse(spec: str) -> tuple[str, float | None]:
     try:
         return name.strip(), float(strength)
     except ValueError:
-        raise ConfigError(f"defense strength must be a number: {spec!r} (e.g. kl:4)") from None
+        raise ConfigError(f"defense strength must be a number: {spec[:40]!r} (e.g. kl:4)") from None
 
 
 def check_config(cfg) -> None:
