@@ -355,11 +355,14 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
     """Re-audit a finished run (signals are cached in the run, so other attacks cost little)."""
     import dataclasses
 
+    from edgeprune.attack.audit import resolve_attacks
     from edgeprune.attack.signals import torch_predictor
     from edgeprune.run import Run
 
     if on not in ("onnx", "torch"):
-        raise ConfigError(f"--on must be onnx or torch, got {on!r}")
+        raise ConfigError(f"--on must be onnx or torch, got {on[:40]!r}")
+    if attacks is not None:
+        resolve_attacks(attacks)  # before the run is opened or touched
     manifest, ctx = _open_run(run_dir)
     recipe = ctx.recipe
     if data is not None and data != recipe.data:
@@ -372,9 +375,6 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
     )
     if cfg.references == 1 or cfg.references < 0 or cfg.shadows < 0:
         raise ConfigError("--shadows must be >= 0 and --references 0 or at least 2 (LiRA needs IN and OUT references)")
-    from edgeprune.attack.audit import resolve_attacks
-
-    resolve_attacks(cfg.attacks)  # before the run directory is touched
     run = Run(run_dir, manifest["recipe"], resume=True)
     try:
         if on == "onnx":

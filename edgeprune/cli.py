@@ -28,7 +28,13 @@ def _esc(text) -> str:
 
 
 def _log(msg: str) -> None:
-    _console(stderr=True).print(msg)
+    """Progress lines from the API. They quote paths and names the user chose, so the text is printed
+    literally; a message wholly wrapped in one style tag (``[dim]...[/dim]``) keeps that style."""
+    import re
+
+    m = re.fullmatch(r"\[(dim|yellow|red|green|bold)\](.*)\[/\1?\]", str(msg), re.S)
+    text = f"[{m.group(1)}]{_esc(m.group(2))}[/{m.group(1)}]" if m else _esc(msg)
+    _console(stderr=True).print(text)
 
 
 def _fail(msg: str, code: int = 2) -> None:

@@ -175,3 +175,12 @@ def test_report_markdown_of_a_run_escapes_user_text():
     md = to_markdown(report)
     assert "<img" not in md and "&lt;img" in md and "a\\|b" in md
     json.dumps(report)
+
+
+def test_progress_lines_print_user_paths_literally(capsys):
+    from edgeprune.cli import _log
+
+    _log("audit written to o/[red]run[/]")
+    _log("[dim]x[/y]: done before, skipped[/dim]")
+    err = capsys.readouterr().err
+    assert "o/[red]run[/]" in err and "x[/y]: done before" in err and "[dim]" not in err
