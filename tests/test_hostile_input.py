@@ -67,7 +67,7 @@ def test_stray_label_message_names_it():
 
     y = np.r_[np.arange(100) % 5, 5000]
     with pytest.raises(DataError, match=r"only 6 of the 5001 labels.*5000 \(1 sample\)"):
-        check_labels(y, 5001, "data")
+        check_labels(y, 5001, "data", all_present=True)
 
 
 # --- recipes -----------------------------------------------------------------------------------------

@@ -57,16 +57,17 @@ def _validate(ds: Dataset, spec: str) -> None:
         raise DataError(f"data {spec!r}: inputs contain NaN or infinity")
 
 
-def check_labels(y: np.ndarray, num_classes: int, what: str) -> None:
-    """Labels are 0..K-1 and every class has a sample: a stray label (5000 among 0..4) would otherwise
-    build a 5001-class model, and one class would make accuracy and every attack meaningless."""
+def check_labels(y: np.ndarray, num_classes: int, what: str, all_present: bool = False) -> None:
+    """Labels are 0..K-1 and at least two classes occur (one class makes accuracy and every attack
+    meaningless). ``all_present``, for files whose K is inferred from their labels (npz): every class has a
+    sample, so a stray label (5000 among 0..4) is an error rather than a 5001-class model."""
     if y.min() < 0 or y.max() >= num_classes:
         bad = int(y.min()) if y.min() < 0 else int(y.max())
         raise DataError(f"{what}: labels must be 0..{num_classes - 1}, found {bad}")
     labels, counts = np.unique(y, return_counts=True)
     if labels.size < 2:
         raise DataError(f"{what}: every sample has label {int(labels[0])}; a classifier needs at least 2 classes")
-    if labels.size < num_classes:
+    if all_present and labels.size < num_classes:
         top = ", ".join(f"{int(v)} ({int(c)} sample{'s' if c > 1 else ''})" for v, c in zip(labels[-3:][::-1], counts[-3:][::-1], strict=True))
         raise DataError(f"{what}: labels must be 0..K-1 with every class present, but only {labels.size} of the "
                         f"{num_classes} labels 0..{num_classes - 1} occur (largest: {top}); relabel the classes to 0..K-1")
@@ -248,4 +249,5 @@ def _npz(arg: str | None) -> Dataset:
         x, prep = _standardise_features(x)
     else:
         raise DataError(f"npz file {path}: inputs of shape {x.shape[1:]} are not supported")
+    check_labels(y, int(y.max()) + 1, f"npz file {path}", all_present=True)
     return Dataset(f"npz:{path.name}", x, y, int(y.max()) + 1, prep, is_train)
