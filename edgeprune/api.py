@@ -32,14 +32,8 @@ class Context:
 
         from edgeprune.data import load_dataset, make_split
         from edgeprune.models import build_model, check_fits, load_weights
-        from edgeprune.prune.schedule import SCHEDULES, resolve
 
-        recipe.validate()
-        resolve(recipe.prune.method, recipe.prune.criterion)
-        if recipe.prune.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {recipe.prune.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        if recipe.prune.plan and not Path(recipe.prune.plan).expanduser().is_file():
-            raise ConfigError(f"plan file not found: {recipe.prune.plan}")
+        recipe.validate()  # every value and name, before any work
         self.recipe = recipe
         self.ds = load_dataset(recipe.data)
         torch.manual_seed(recipe.seed)  # the initial weights are part of "same seed, same numbers"
@@ -47,6 +41,13 @@ class Context:
         check_fits(model, self.ds.in_shape, self.ds.num_classes, name=f"model {recipe.model!r}")
         if recipe.weights:
             load_weights(model, recipe.weights)
+        if recipe.prune.plan:  # a replayed plan must fit this model before the dense model trains
+            import copy
+
+            from edgeprune.prune.structured import apply_plan, read_plan
+
+            pruned = apply_plan(copy.deepcopy(model), read_plan(recipe.prune.plan))
+            check_fits(pruned, self.ds.in_shape, self.ds.num_classes, name=f"plan {recipe.prune.plan!r} on {recipe.model!r}")
         self.initial = model
         self.split = make_split(self.ds, recipe.seed, recipe.split.member_fraction, recipe.split.max_members)
         if self.split.members.size < 10:
@@ -169,7 +170,9 @@ def _stage_prune(ctx: Context, run):
     params0, macs0 = count_params(dense), count_macs(dense, ctx.ds.in_shape)
     xm, ym = ctx.tensors("members")
     if ctx.recipe.prune.plan:
-        plan = json.loads(Path(ctx.recipe.prune.plan).expanduser().read_text())
+        from edgeprune.prune.structured import read_plan
+
+        plan = read_plan(ctx.recipe.prune.plan)
         pruned = apply_plan(dense, plan)
     else:
         pruned = dense
@@ -373,11 +376,14 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
     """Re-audit a finished run (signals are cached in the run, so other attacks cost little)."""
     import dataclasses
 
+    from edgeprune.attack.audit import resolve_attacks
     from edgeprune.attack.signals import torch_predictor
     from edgeprune.run import Run
 
     if on not in ("onnx", "torch"):
-        raise ConfigError(f"--on must be onnx or torch, got {on!r}")
+        raise ConfigError(f"--on must be onnx or torch, got {on[:40]!r}")
+    if attacks is not None:
+        resolve_attacks(attacks)  # before the run is opened or touched
     manifest, ctx = _open_run(run_dir)
     recipe = ctx.recipe
     if data is not None and data != recipe.data:
@@ -388,8 +394,8 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
         shadows=recipe.audit.shadows if shadows is None else shadows,
         references=recipe.audit.references if references is None else references,
     )
-    if cfg.references == 1:
-        raise ConfigError("--references must be 0 or at least 2 (LiRA needs IN and OUT references)")
+    if cfg.references == 1 or cfg.references < 0 or cfg.shadows < 0:
+        raise ConfigError("--shadows must be >= 0 and --references 0 or at least 2 (LiRA needs IN and OUT references)")
     run = Run(run_dir, manifest["recipe"], resume=True)
     try:
         if on == "onnx":
@@ -485,8 +491,10 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_
 
     if fmt not in ("onnx", "tensorrt"):
         raise ConfigError(f"--format must be onnx or tensorrt, got {fmt!r}")
-    if not 7 <= opset <= 23:
-        raise ConfigError(f"--opset must be between 7 and 23, got {opset}")
+    from edgeprune.recipe import OPSET_RANGE
+
+    if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        raise ConfigError(f"--opset must be between {OPSET_RANGE[0]} and {OPSET_RANGE[1]}, got {opset}")
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
     from edgeprune.quant.numerics import NUMERICS, predict
@@ -615,6 +623,8 @@ def bench(target: str | Path, backends: list[str], batches: list[int], threads: 
         raise ConfigError(f"batch sizes must be positive, got {batches}")
     if duration_s <= 0 or warmup_s < 0:
         raise ConfigError("--duration must be > 0 and --warmup >= 0")
+    if threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0 lets onnxruntime choose), got {threads}")
     target = Path(target)
     settings = Settings(threads, warmup_s, duration_s, cuda_graph=cuda_graph)
     if target.is_dir():
@@ -622,9 +632,13 @@ def bench(target: str | Path, backends: list[str], batches: list[int], threads: 
         targets = _run_targets(ctx, target, with_torch=any(b.startswith("torch") for b in backends))
         out, baseline = target / "bench.json", "dense"
     elif target.suffix == ".onnx" and target.is_file():
-        import onnx
+        from edgeprune.export.check import check_onnx_file, open_session
 
-        dims = onnx.load(str(target), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1:]
+        model_proto = check_onnx_file(target, single_output=False)
+        open_session(target, single_output=False)  # a file onnxruntime refuses is one line here, not a traceback mid-benchmark
+        inits = {i.name for i in model_proto.graph.initializer}
+        first = next(i for i in model_proto.graph.input if i.name not in inits)
+        dims = first.type.tensor_type.shape.dim[1:]
         if any(not d.HasField("dim_value") for d in dims):
             raise ConfigError(f"{target}: only the batch dimension may be dynamic")
         targets = [Target(target.stem, tuple(d.dim_value for d in dims), str(target))]
@@ -658,38 +672,43 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     training settings (dense only: the attacker does not know how the model was compressed)."""
     import torch
 
-    from edgeprune.attack.audit import AuditPlan, ModelFactory, pipeline_key, run_audit
+    from edgeprune.attack.audit import AuditPlan, ModelFactory, pipeline_key, resolve_attacks, run_audit
     from edgeprune.attack.signals import SignalCache, onnx_predictor, torch_predictor
     from edgeprune.data import load_dataset, make_split, split_train_test
+    from edgeprune.export.check import check_fits_data, check_onnx_file
     from edgeprune.models import build_model, check_fits, load_weights
     from edgeprune.recipe import load_recipe
 
     recipe = load_recipe(recipe_path) if recipe_path else Recipe()
     recipe.data, recipe.seed = data, seed
+    path = Path(target).expanduser()
+    # every option is checked before the data is read or anything is trained
+    if path.suffix == ".onnx":
+        check_onnx_file(path)
+    elif weights is None:
+        raise ConfigError("auditing a model spec needs --weights (or give an .onnx file)")
+    elif not Path(weights).expanduser().is_file():
+        raise ConfigError(f"weights file not found: {weights}")
+    if membership not in ("train-test", "split"):
+        raise ConfigError(f"--membership must be train-test or split, got {membership[:40]!r}")
+    if shadows < 0 or references < 0 or references == 1:
+        raise ConfigError("--shadows must be >= 0 and --references 0 or at least 2 (LiRA needs IN and OUT references)")
+    resolve_attacks(attacks or recipe.audit.attacks)
+    recipe.validate(names=False)
     ds = load_dataset(data)
     if membership == "train-test":
         split = split_train_test(ds, seed)
-    elif membership == "split":
-        split = make_split(ds, seed, recipe.split.member_fraction, recipe.split.max_members)
     else:
-        raise ConfigError(f"--membership must be train-test or split, got {membership!r}")
+        split = make_split(ds, seed, recipe.split.member_fraction, recipe.split.max_members)
     arch = model
-    path = Path(target).expanduser()
     if path.suffix == ".onnx":
-        if not path.is_file():
-            raise ConfigError(f"ONNX file not found: {path}")
+        check_fits_data(path, ds.x, ds.num_classes)
         from edgeprune.quant.numerics import is_quantized
 
         numerics = "reference" if is_quantized(path) else "cpu"  # int8 QDQ: the same figures on every CPU
         pred = onnx_predictor(path, numerics=numerics)
-        try:
-            pred.predict(ds.x[:2])
-        except Exception as e:
-            raise ConfigError(f"{path.name} does not take this data's inputs {ds.in_shape}: {str(e).splitlines()[0]}") from None
     else:
         arch = arch or target
-        if weights is None:
-            raise ConfigError("auditing a model spec needs --weights (or give an .onnx file)")
         torch.manual_seed(seed)
         m = build_model(target, ds.in_shape, ds.num_classes)
         check_fits(m, ds.in_shape, ds.num_classes, name=f"model {target!r}")
@@ -704,8 +723,6 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
                                pipeline_key(recipe, split.hash()), ["dense"])
     cfg = recipe.audit
     plan = AuditPlan(attacks or cfg.attacks, shadows, references, cfg.max_samples, cfg.population, cfg.bootstrap, seed)
-    if references == 1:
-        raise ConfigError("--references must be 0 or at least 2 (LiRA needs IN and OUT references)")
     out = Path(out or Path("audits") / path.stem).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     cache_dir = out.parent / f".{out.name}.cache"

@@ -20,13 +20,34 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
+def _esc(text) -> str:
+    """User-, file- and docstring-derived text printed literally (rich would read ``[...]`` as markup)."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+def _log(msg: str) -> None:
+    """Progress lines from the API. They quote paths and names the user chose, so the text is printed
+    literally; a message wholly wrapped in one style tag (``[dim]...[/dim]``) keeps that style."""
+    import re
+
+    m = re.fullmatch(r"\[(dim|yellow|red|green|bold)\](.*)\[/\1?\]", str(msg), re.S)
+    text = f"[{m.group(1)}]{_esc(m.group(2))}[/{m.group(1)}]" if m else _esc(msg)
+    _console(stderr=True).print(text)
+
+
 def _fail(msg: str, code: int = 2) -> None:
-    _console(stderr=True).print(f"[bold red]error:[/bold red] {msg}", soft_wrap=True)
+    first = str(msg).strip().splitlines()[0] if str(msg).strip() else "failed"
+    if len(first) > 1000:  # a last bound: messages quote user values, which are cut where they are quoted
+        first = first[:997] + "..."
+    _console(stderr=True).print(f"[bold red]error:[/bold red] {_esc(first)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
 def _guard(fn, *args, **kwargs):
-    """Run ``fn``; a UserError becomes one red line and exit code 2."""
+    """Run ``fn``; a UserError becomes one red line and exit code 2, and so does a file-system error on a
+    path the user named (unwritable -o, a file where a directory should be, a full disk)."""
     from edgeprune.errors import UserError
 
     try:
@@ -35,6 +56,27 @@ def _guard(fn, *args, **kwargs):
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted; rerun with --resume to continue", code=130)
+    except OSError as e:
+        if e.filename is None:
+            raise
+        _fail(f"{e.strerror or type(e).__name__}: {e.filename}")
+
+
+def _check_out(path: Path, what: str = "-o") -> None:
+    """Refuse at once an output path that cannot be created: its nearest existing ancestor must be a
+    writable directory (a file in the way, a read-only or special file system fail here, before any work)."""
+    import os
+
+    from edgeprune.errors import ConfigError
+
+    p = Path(path).expanduser().absolute()
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot create {what} {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or str(parent.resolve()).startswith(("/proc", "/sys")):
+        raise ConfigError(f"cannot create {what} {path}: {parent} is not writable")
 
 
 @app.command()
@@ -65,6 +107,7 @@ def compress(
         from edgeprune.recipe import Recipe, load_recipe
         from edgeprune.report.tables import to_rich
 
+        _check_out(out)
         r = load_recipe(recipe) if recipe else Recipe()
         r.model = model
         if defense is not None:
@@ -78,10 +121,10 @@ def compress(
             if value is not None:
                 setattr(section, field, value)
         con = _console()
-        run_dir = api.compress(r, out, resume=resume, log=lambda m: _console(stderr=True).print(m))
+        run_dir = api.compress(r, out, resume=resume, log=_log)
         report = api.load_report(run_dir)
         con.print(to_rich(report))
-        con.print(f"run directory: {run_dir}  (report.md, report.json, manifest.json)")
+        con.print(f"run directory: {_esc(run_dir)}  (report.md, report.json, manifest.json)")
 
     _guard(go)
 
@@ -107,13 +150,16 @@ def audit(
         from edgeprune.attack.tables import audit_table
 
         names = [a.strip() for a in attacks.split(",") if a.strip()] or None
-        log = lambda m: _console(stderr=True).print(m)  # noqa: E731
-        if Path(target).is_dir():
-            result = api.audit_run(target, names, shadows, references, on, data, log=log)
+        log = _log
+        _check_audit_target(target)
+        if Path(target).expanduser().is_dir():
+            result = api.audit_run(Path(target).expanduser(), names, shadows, references, on, data, log=log)
             where = Path(target)
         else:
             if data is None:
                 _fail("auditing a model file needs --data")
+            if out is not None:
+                _check_out(out)
             where, result = api.audit_model(target, data, model, str(weights) if weights else None, membership, seed,
                                             names, shadows or 0, references or 0, out, log=log)
         con = _console()
@@ -121,16 +167,32 @@ def audit(
             con.print(table)
         t = result["timing"]
         con.print(f"training attacker models {t['shadow_and_reference_training_s']:.1f}s, signals {t['signals_s']:.1f}s, "
-                  f"attacks {t['attacks_s']:.1f}s; plots: {where}/audit_roc.png, {where}/audit_per_class.png")
+                  f"attacks {t['attacks_s']:.1f}s; plots: {_esc(where)}/audit_roc.png, {_esc(where)}/audit_per_class.png")
 
     _guard(go)
+
+
+def _check_audit_target(target: str) -> None:
+    """A target that looks like a path (a run directory or an .onnx file) must exist: say so at once,
+    before asking for --data, --membership or --weights."""
+    from edgeprune.errors import ConfigError
+
+    p = Path(target).expanduser()
+    if p.exists():
+        if p.is_file() and p.suffix != ".onnx":
+            raise ConfigError(f"{target} is a file but not an .onnx model (give a run directory, an .onnx file "
+                              "or a model spec with --weights)")
+        return
+    looks_like_path = "/" in target or target.startswith((".", "~")) or target.endswith(".onnx")
+    if looks_like_path:
+        raise ConfigError(f"{target} not found (no such run directory or .onnx file)")
 
 
 @app.command()
 def export(
     run_dir: Path = typer.Argument(..., help="a run directory made by `edgeprune compress`"),
     format: str = typer.Option("onnx", "--format", help="onnx | tensorrt (lint + engine where tensorrt imports, else the bundle)"),
-    opset: int = typer.Option(20, help="ONNX opset"),
+    opset: int = typer.Option(20, help="ONNX opset (18-23: what the exporter writes natively and onnxruntime reads)"),
     dynamic_batch: bool = typer.Option(False, help="dynamic batch dimension (else fixed at --batch)"),
     batch: int = typer.Option(1, help="fixed batch size when not --dynamic-batch"),
     fp16: bool = typer.Option(False, "--fp16", help="also write an fp16 model"),
@@ -148,18 +210,19 @@ def export(
         from edgeprune import api
 
         res = api.export_run(run_dir, format, opset, dynamic_batch, batch, fp16, int8, activations, calibration,
-                             block, dense, log=lambda m: _console(stderr=True).print(m))
+                             block, dense, log=_log)
         t = Table("file", "precision", "max rel err", "top-1 agree", "test acc")
         for name, info in res["files"].items():
             err = info.get("max_rel_err")
             agree = info.get("top1_agreement", info.get("top1_agreement_with_fp32"))
-            t.add_row(name, info["precision"], "-" if err is None else f"{err:.2e}",
+            t.add_row(_esc(name), info["precision"], "-" if err is None else f"{err:.2e}",
                       "-" if agree is None else f"{agree:.4f}", f"{info['test_accuracy']:.4f}")
         _console().print(t)
         for name, findings in res.get("lint", {}).items():
             for f in findings:
-                _console().print(f"[{'red' if f['level'] == 'error' else 'yellow'}]{name}: {f['level']}: {f['message']}[/]")
-        _console().print(f"written to {run_dir / 'export'}")
+                _console().print(f"[{'red' if f['level'] == 'error' else 'yellow'}]{_esc(name)}: {f['level']}: "
+                                 f"{_esc(f['message'])}[/]")
+        _console().print(f"written to {_esc(run_dir / 'export')}")
 
     _guard(go)
 
@@ -177,10 +240,10 @@ def bundle(
     def go():
         from edgeprune import api
 
+        _check_out(out)
         precisions = [p.strip() for p in precision.split(",") if p.strip()]
-        path = api.bundle_run(run_dir, out, precisions, batch, dynamic_batch,
-                              log=lambda m: _console(stderr=True).print(m))
-        _console().print(f"bundle: {path}  (copy it to the device, then ./build_engine.sh && ./bench.sh)")
+        path = api.bundle_run(run_dir, out, precisions, batch, dynamic_batch, log=_log)
+        _console().print(f"bundle: {_esc(path)}  (copy it to the device, then ./build_engine.sh && ./bench.sh)")
 
     _guard(go)
 
@@ -199,9 +262,10 @@ def bench_cmd(
     port: int | None = typer.Option(None, help="--backend remote: ssh port"),
     identity: Path | None = typer.Option(None, help="--backend remote: ssh private key"),
     python: str = typer.Option("python3", help="--backend remote: python with numpy + onnxruntime on the device"),
-    remote_dir: str = typer.Option("edgeprune", help="--backend remote: base directory on the device"),
+    remote_dir: str = typer.Option("edgeprune", help="--backend remote: base directory on the device (relative to your home)"),
 ):
-    """Latency p50/p90/p99, throughput and peak memory per backend and batch; appended to bench.json."""
+    """Latency p50/p90/p99 and throughput per backend and batch (plus peak GPU memory for torch on CUDA);
+    appended to bench.json."""
 
     def go():
         from rich.table import Table
@@ -211,12 +275,14 @@ def bench_cmd(
         try:
             batches = [int(b) for b in batch.split(",") if b.strip()]
         except ValueError:
-            _fail(f"--batch takes comma-separated whole numbers, got {batch!r}")
-        from edgeprune.bench.remote import Host
+            _fail(f"--batch takes comma-separated whole numbers, got {batch[:40]!r}")
+        from edgeprune.bench.remote import Host, check_remote_dir
 
+        if "remote" in backend:
+            check_remote_dir(remote_dir)
         h = Host(host, port, str(identity) if identity else None, str(ssh_config) if ssh_config else None) if host else None
         out, entries = api.bench(target, [b.strip() for b in backend.split(",") if b.strip()], batches, threads,
-                                 warmup, duration, cuda_graph, h, python, remote_dir, log=lambda m: _console(stderr=True).print(m))
+                                 warmup, duration, cuda_graph, h, python, remote_dir, log=_log)
         for e in entries:
             t = Table(title=f"{e['backend']} ({e.get('threads')} thread(s))")
             for c in ("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "items/s", "vs dense"):
@@ -224,15 +290,15 @@ def bench_cmd(
             for label, v in e["variants"].items():
                 for r in v["latency"]:
                     if "p50_ms" not in r:
-                        t.add_row(label, str(r["batch"]), f"[dim]{r.get('skipped', '')}[/dim]", "", "", "", "", "")
+                        t.add_row(_esc(label), str(r["batch"]), f"[dim]{_esc(r.get('skipped', ''))}[/dim]", "", "", "", "", "")
                         continue
                     sp = r.get("speedup_vs_dense")
-                    t.add_row(label, str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
+                    t.add_row(_esc(label), str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
                               f"{r['mean_ms']:.3f}", f"{r['throughput_per_s']:.0f}", "-" if sp is None else f"{sp:.2f}x")
             if e["backend"] == "remote":
-                t.title = f"remote {e['host']} ({e.get('uname') or ''})"
+                t.title = _esc(f"remote {e['host']} ({e.get('uname') or ''})")
             _console().print(t)
-        _console().print(f"appended to {out}")
+        _console().print(f"appended to {_esc(out)}")
 
     _guard(go)
 
@@ -244,7 +310,8 @@ def deploy(
     port: int | None = typer.Option(None, help="ssh port"),
     identity: Path | None = typer.Option(None, help="ssh private key"),
     ssh_config: Path | None = typer.Option(None, help="ssh config file (default: ~/.ssh/config)"),
-    remote_dir: str | None = typer.Option(None, help="directory on the device (default edgeprune/BUNDLE_NAME)"),
+    remote_dir: str | None = typer.Option(None, help="directory on the device, relative to your home there unless it "
+                                          "starts with / (default edgeprune/BUNDLE_NAME; ~ is not expanded)"),
     build_engine: bool = typer.Option(False, help="run build_engine.sh on the device (needs trtexec there)"),
     bench: bool = typer.Option(True, help="benchmark there: bench.sh with engines, else run_onnx.py"),
     python: str = typer.Option("python3", help="python on the device that has numpy + onnxruntime"),
@@ -253,23 +320,24 @@ def deploy(
     """Copy a bundle to a Jetson over SSH, build / benchmark there, and collect the JSON (and power)."""
 
     def go():
-        from edgeprune.bench.remote import Host
+        from edgeprune.bench.remote import Host, check_remote_dir
         from edgeprune.bench.remote import deploy as do_deploy
 
+        if remote_dir is not None:
+            check_remote_dir(remote_dir)
         h = Host(host, port, str(identity) if identity else None, str(ssh_config) if ssh_config else None)
-        info = do_deploy(bundle_dir, h, remote_dir, build_engine, bench, python, duration,
-                         log=lambda m: _console(stderr=True).print(m))
+        info = do_deploy(bundle_dir, h, remote_dir, build_engine, bench, python, duration, log=_log)
         from rich.table import Table
 
-        t = Table(title=f"{info['host']} ({info['uname']})")
+        t = Table(title=_esc(f"{info['host']} ({info['uname']})"))
         for c in ("file", "check", "p50 ms", "p90 ms", "p99 ms", "mJ / inference"):
             t.add_column(c)
         for r in info.get("onnx", {}).get("results", []):
             e = r.get("energy_mj_per_inference")
-            t.add_row(r["file"], "ok" if r["check_passed"] else "[red]MISMATCH[/red]", f"{r['p50_ms']:.3f}",
+            t.add_row(_esc(r["file"]), "ok" if r["check_passed"] else "[red]MISMATCH[/red]", f"{r['p50_ms']:.3f}",
                       f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", "-" if e is None else f"{e:.3f}")
         _console().print(t)
-        _console().print(f"steps: {', '.join(info['steps']) or 'copy only'}; results in {info['results_dir']}")
+        _console().print(_esc(f"steps: {', '.join(info['steps']) or 'copy only'}; results in {info['results_dir']}"))
 
     _guard(go)
 
@@ -284,8 +352,9 @@ def report(
     def go():
         from edgeprune.report.html import write_report
 
+        _check_out(out, "report file")
         paths = write_report(run_dirs, out)
-        _console().print(f"report: {paths['html']}  ({paths['markdown'].name}, {paths['json'].name})")
+        _console().print(_esc(f"report: {paths['html']}  ({paths['markdown'].name}, {paths['json'].name})"))
 
     _guard(go)
 
@@ -311,21 +380,21 @@ def inspect(
         check_fits(m, ds.in_shape, ds.num_classes, name=f"model {model!r}")
         groups, unhandled = inspect_groups(m, ds.in_shape)
         con = _console()
-        con.print(f"{model} on {ds.name}: input {ds.in_shape}, {ds.num_classes} classes, "
-                  f"{count_params(m):,} params, {count_macs(m, ds.in_shape):,} MACs")
+        con.print(_esc(f"{model} on {ds.name}: input {ds.in_shape}, {ds.num_classes} classes, "
+                       f"{count_params(m):,} params, {count_macs(m, ds.in_shape):,} MACs"))
         t = Table("group root", "channels", "pruned together", title=f"{len(groups)} prunable channel groups")
         for g in groups:
-            t.add_row(g["root"], str(g["channels"]), ", ".join(g["coupled"]))
+            t.add_row(_esc(g["root"]), str(g["channels"]), _esc(", ".join(g["coupled"])))
         con.print(t)
         t = Table("layer", "why it is not pruned", title="left alone")
         for name, why in unhandled.items():
-            t.add_row(name, why)
+            t.add_row(_esc(name), _esc(why))
         con.print(t)
         _, nm_skip = M.n_m(m)
         _, blk_skip = M.block(m, 0.5, size=block)
         t = Table("weight", "2:4", f"block {block}", title="mask patterns")
         for name in M.prunable_weights(m):
-            t.add_row(name, nm_skip.get(name, "ok"), blk_skip.get(name, "ok"))
+            t.add_row(_esc(name), _esc(nm_skip.get(name, "ok")), _esc(blk_skip.get(name, "ok")))
         con.print(t)
 
     _guard(go)
@@ -341,17 +410,17 @@ def attacks():
     t = Table("attack", "needs", "description")
     for name in ATTACKS.names():
         a = ATTACKS.get(name)
-        t.add_row(name, ", ".join(sorted(a.needs)) or "-", a.doc)
+        t.add_row(_esc(name), _esc(", ".join(sorted(a.needs)) or "-"), _esc(a.doc))
     _console().print(t)
 
 
 def _registry_table(registry, heading: str) -> None:
+    """Names and one-line descriptions, from the registry's declarations (no torch import)."""
     from rich.table import Table
 
     t = Table(heading, "description")
     for name in registry.names():
-        doc = (registry.get(name).__doc__ or "").strip().splitlines()
-        t.add_row(name, doc[0] if doc else "")
+        t.add_row(_esc(name), _esc(registry.meta(name).get("doc", "")))
     _console().print(t)
 
 
@@ -384,6 +453,7 @@ def prune(
         from edgeprune import api
         from edgeprune.recipe import Recipe
 
+        _check_out(out)
         r = Recipe(model=model, data=data, seed=seed)
         p = r.prune
         p.method, p.criterion, p.sparsity, p.schedule, p.steps = method, criterion, sparsity, schedule, steps
@@ -395,14 +465,14 @@ def prune(
             r.train.epochs = epochs
         if finetune_epochs is not None:
             r.finetune.epochs = finetune_epochs
-        res = api.prune_run(r, out, resume=resume, log=lambda m: _console(stderr=True).print(m))
-        t = Table("", "dense", "pruned", title=f"{model}: {res['method']} ({res['schedule']}) at {sparsity}")
+        res = api.prune_run(r, out, resume=resume, log=_log)
+        t = Table("", "dense", "pruned", title=_esc(f"{model}: {res['method']} ({res['schedule']}) at {sparsity}"))
         t.add_row("params", f"{res['params_dense']:,}", f"{res['params_pruned']:,}")
         t.add_row("non-zero params", "", f"{res['params_pruned_nonzero']:,}")
         t.add_row("MACs", f"{res['macs_dense']:,}", f"{res['macs_pruned']:,}")
         t.add_row("test acc", f"{res['dense_test_accuracy']:.4f}", f"{res['test_accuracy']:.4f}")
         _console().print(t)
-        _console().print(f"plan: {res['run_dir']}/plan.json  (ONNX verified: {res['onnx_verified']})")
+        _console().print(_esc(f"plan: {res['run_dir']}/plan.json  (ONNX verified: {res['onnx_verified']})"))
 
     _guard(go)
 
@@ -410,7 +480,7 @@ def prune(
 @app.command()
 def models():
     """List the model zoo."""
-    from edgeprune.models import MODELS
+    from edgeprune.models.registry import MODELS
 
     _registry_table(MODELS, "model")
 
@@ -419,7 +489,7 @@ def _floats(text: str, name: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        _fail(f"--{name} takes comma-separated numbers, got {text!r}")
+        _fail(f"--{name} takes comma-separated numbers, got {text[:40]!r}")
 
 
 def _words(text: str) -> list[str]:
@@ -454,12 +524,11 @@ def tune(
     """Search compression settings to an accuracy / leakage budget; Pareto front and the chosen point."""
 
     def go():
-        from rich.table import Table
-
         from edgeprune.recipe import Recipe, load_recipe
         from edgeprune.tune import Budget, Space
         from edgeprune.tune import tune as run_tune
 
+        _check_out(out)
         r = load_recipe(recipe) if recipe else Recipe()
         r.model = model
         for section, field, value in [(r, "data", data), (r.train, "epochs", epochs),
@@ -472,26 +541,50 @@ def tune(
         r.validate()
         space = Space(_floats(sparsity, "sparsity"), _words(method), _words(criterion), _words(defense), _words(quant))
         budget = Budget(max_acc_drop, max_auc, max_tpr, objective)
-        res = run_tune(r, space, budget, out, search=search, jobs=jobs, log=lambda m: _console(stderr=True).print(m))
-        t = Table("id", "configuration", "acc", "drop", "AUC", "TPR@.1%", "ms b1", "front", "budget",
-                  title=f"edgeprune tune: {len(res['trials'])} trials (drop in accuracy points)")
-        for tr in res["trials"]:
-            if tr["rung"] != 1:
-                continue
-            c, m = tr["config"], tr.get("metrics")
-            mark = "[bold green]chosen[/]" if tr["id"] == res["chosen"] else ("ok" if tr["feasible"] else "no")
-            conf = f"{c['method']}/{c['criterion']} {c['sparsity']} {c['defense']} {c['quant']}"
-            if m is None:
-                t.add_row(str(tr["id"]), conf, "-", "-", "-", "-", "-", "-", tr.get("error", "failed")[:40])
-                continue
-            t.add_row(str(tr["id"]), conf, f"{m['accuracy']:.3f}", f"{m['acc_drop_points']:.2f}", f"{m['auc']:.3f}",
-                      f"{m['tpr_at_0.1']:.3f}", f"{m['latency_ms']:.3f}", "*" if tr["pareto"] else "", mark)
+        res = run_tune(r, space, budget, out, search=search, jobs=jobs, log=_log)
         con = _console()
-        con.print(t)
-        con.print(res["verdict"])
-        con.print(f"tune directory: {out}  (tune.json, tune_pareto.png, trials/)")
+        con.print(_tune_table(res))
+        con.print(_esc(res["verdict"]))
+        con.print(f"tune directory: {_esc(out)}  (tune.json, tune_pareto.png, trials/)")
 
     _guard(go)
+
+
+TUNE_KEYS = ("method", "criterion", "sparsity", "defense", "quant")
+
+
+def _tune_table(res: dict):
+    """One row per final-rung trial; each searched parameter that varies gets its own column, so trials
+    stay distinguishable however narrow the output is (the fixed ones go in the title)."""
+    from rich.table import Table
+
+    trials = [tr for tr in res["trials"] if tr["rung"] == 1]
+    varying = [k for k in TUNE_KEYS if len({str(tr["config"][k]) for tr in trials}) > 1]
+    fixed = [k for k in TUNE_KEYS if k not in varying and trials]
+    title = f"edgeprune tune: {len(res['trials'])} trials"
+    if fixed:
+        title += " with " + ", ".join(f"{k} {trials[0]['config'][k]}" for k in fixed)
+    from rich import box
+
+    t = Table(title=_esc(title), box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    t.add_column("id", no_wrap=True)
+    for k in varying:  # folded, never cut: these are what tell the trials apart
+        t.add_column(k, overflow="fold")
+    for c in ("acc", "drop", "AUC", "TPR", "ms", "note"):
+        t.add_column(c, no_wrap=True, justify="right")
+    for tr in trials:
+        c, m = tr["config"], tr.get("metrics")
+        note = "chosen" if tr["id"] == res["chosen"] else ("ok" if tr["feasible"] else "no")
+        note = ("* " if tr.get("pareto") else "") + ("[bold green]chosen[/]" if note == "chosen" else note)
+        conf = [_esc(c[k]) for k in varying]
+        if m is None:
+            t.add_row(str(tr["id"]), *conf, "-", "-", "-", "-", "-", _esc(tr.get("error", "failed")[:40]))
+            continue
+        t.add_row(str(tr["id"]), *conf, f"{m['accuracy']:.3f}", f"{m['acc_drop_points']:.2f}", f"{m['auc']:.3f}",
+                  f"{m['tpr_at_0.1']:.3f}", f"{m['latency_ms']:.3f}", note)
+    t.caption = ("drop: accuracy points below dense; TPR at 0.1% FPR of the strongest attack; ms: latency at "
+                 "batch 1; note: * on the Pareto front, ok / no: within / outside the budget")
+    return t
 
 
 @app.command()
@@ -503,8 +596,8 @@ def defenses():
 
     t = Table("defense", "strength (default)", "needs")
     for d in describe():
-        t.add_row(d["name"], f"{d['strength']} ({d['default_strength']})" if d["name"] != "none" else "-",
-                  ", ".join(d["needs"]) or "-")
+        t.add_row(_esc(d["name"]), _esc(f"{d['strength']} ({d['default_strength']})") if d["name"] != "none" else "-",
+                  _esc(", ".join(d["needs"]) or "-"))
     _console().print(t)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -13,6 +14,23 @@ from pathlib import Path
 from edgeprune.errors import ConfigError
 
 RECIPE_VERSION = 1
+OPSET_RANGE = (18, 23)  # torch's dynamo exporter writes 18+ natively; onnxruntime / TensorRT read up to 23
+BLOCK_SIZES = (4, 8, 16, 32, 64)  # 16 / 32 / 64 for real use, 4 and 8 for tests
+MAX_RECIPE_BYTES = 1 << 20
+MAX_BOOTSTRAP = 2000
+MAX_ATTACK_MODELS = 256  # shadow or reference models: each is a full training run
+
+
+def short(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: messages never print unbounded user values."""
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > 20:
+        text = f"{type(value).__name__} of {len(value)} items"
+    else:
+        try:
+            text = repr(value)
+        except ValueError:  # an int too long to print
+            text = f"<a {type(value).__name__} too long to print>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -121,20 +139,42 @@ class Recipe:
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
-    def validate(self) -> Recipe:
+    def validate(self, names: bool = True) -> Recipe:
+        """Check every value before any work starts; with ``names`` also the model, data set, pruning
+        method / criterion / schedule, defense and attack names and the plan file against their registries."""
+        if self.version != RECIPE_VERSION:
+            raise ConfigError(f"recipe version {short(self.version)} is not supported (this edgeprune reads {RECIPE_VERSION})")
+        _check_types(self)
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be in [0, 2^32), got {short(self.seed)}")
+        for key in ("model", "data"):
+            if not getattr(self, key).strip():
+                raise ConfigError(f"{key} must not be empty")
+        if not 0.0 < self.split.member_fraction <= 0.5:
+            raise ConfigError(f"split.member_fraction must be in (0, 0.5], got {self.split.member_fraction}")
+        if self.split.max_members is not None and self.split.max_members < 10:
+            raise ConfigError(f"split.max_members must be at least 10, got {short(self.split.max_members)}")
         if not 0.0 < self.prune.sparsity < 1.0:
             raise ConfigError(f"sparsity must be in (0, 1), got {self.prune.sparsity}")
         if self.prune.round_to < 1:
             raise ConfigError(f"round_to must be >= 1, got {self.prune.round_to}")
+        if self.prune.steps < 1:
+            raise ConfigError(f"prune.steps must be >= 1, got {self.prune.steps}")
+        if self.prune.block not in BLOCK_SIZES:
+            raise ConfigError(f"block size must be 16, 32 or 64 (4 and 8 for tests), got {short(self.prune.block)}")
+        if self.prune.leakage_weight < 0:
+            raise ConfigError(f"prune.leakage_weight must be >= 0, got {self.prune.leakage_weight}")
         for name, t in (("train", self.train), ("finetune", self.finetune)):
             if t.epochs < 0 or t.batch_size < 1 or t.lr <= 0:
                 raise ConfigError(f"{name}: epochs must be >= 0, batch_size >= 1 and lr > 0")
+            if t.weight_decay < 0 or not 0 <= t.momentum < 1:
+                raise ConfigError(f"{name}: weight_decay must be >= 0 and momentum in [0, 1)")
             if t.optimizer not in ("adam", "sgd"):
-                raise ConfigError(f"{name}.optimizer must be adam or sgd, got {t.optimizer!r}")
+                raise ConfigError(f"{name}.optimizer must be adam or sgd, got {short(t.optimizer)}")
             if t.schedule not in ("cosine", "constant"):
-                raise ConfigError(f"{name}.schedule must be cosine or constant, got {t.schedule!r}")
+                raise ConfigError(f"{name}.schedule must be cosine or constant, got {short(t.schedule)}")
         if self.quant.mode not in ("int8", "mixed", "none"):
-            raise ConfigError(f"quant mode must be int8, mixed or none, got {self.quant.mode!r}")
+            raise ConfigError(f"quant mode must be int8, mixed or none, got {short(self.quant.mode)}")
         if not 4.0 <= self.quant.target_bits <= 8.0:
             raise ConfigError(f"quant target_bits must be in [4, 8], got {self.quant.target_bits}")
         if self.quant.qat_epochs < 0:
@@ -145,18 +185,69 @@ class Recipe:
 
         check_config(self.defense)
         if self.quant.activations not in ("uint8", "int8"):
-            raise ConfigError(f"quant activations must be uint8 or int8, got {self.quant.activations!r}")
+            raise ConfigError(f"quant activations must be uint8 or int8, got {short(self.quant.activations)}")
         if self.quant.calibration not in ("minmax", "entropy", "percentile"):
-            raise ConfigError(f"calibration must be minmax, entropy or percentile, got {self.quant.calibration!r}")
+            raise ConfigError(f"calibration must be minmax, entropy or percentile, got {short(self.quant.calibration)}")
+        if self.quant.calibration_samples < 1 or not 0 <= self.quant.max_acc_drop <= 1:
+            raise ConfigError("quant calibration_samples must be >= 1 and max_acc_drop in [0, 1]")
+        lo, hi = OPSET_RANGE
+        if not lo <= self.export.opset <= hi:
+            raise ConfigError(f"export.opset must be between {lo} and {hi}, got {short(self.export.opset)}")
+        if self.export.rtol <= 0 or self.export.verify_samples < 1 or not 0 <= self.export.max_int8_drop <= 1:
+            raise ConfigError("export rtol must be > 0, verify_samples >= 1 and max_int8_drop in [0, 1]")
         if self.audit.shadows < 0 or self.audit.references < 0:
             raise ConfigError("audit shadows and references must be >= 0")
         if self.audit.references == 1:
             raise ConfigError("audit references must be 0 or at least 2 (LiRA needs IN and OUT references)")
-        if not self.bench.batches or any(b < 1 for b in self.bench.batches):
-            raise ConfigError(f"bench batches must be positive, got {self.bench.batches}")
-        if self.version != RECIPE_VERSION:
-            raise ConfigError(f"recipe version {self.version} is not supported (this edgeprune reads {RECIPE_VERSION})")
+        for key in ("max_samples", "population", "bootstrap"):
+            if getattr(self.audit, key) < 1:
+                raise ConfigError(f"audit.{key} must be >= 1, got {short(getattr(self.audit, key))}")
+        if self.audit.bootstrap > MAX_BOOTSTRAP:  # the resampling weights are bootstrap x candidates floats
+            raise ConfigError(f"audit.bootstrap must be at most {MAX_BOOTSTRAP}, got {short(self.audit.bootstrap)}")
+        if max(self.audit.shadows, self.audit.references) > MAX_ATTACK_MODELS:
+            raise ConfigError(f"audit shadows and references must be at most {MAX_ATTACK_MODELS} each")
+        if not self.bench.batches or any(not 1 <= b <= 65536 for b in self.bench.batches):
+            raise ConfigError(f"bench batches must be in [1, 65536], got {short(self.bench.batches)}")
+        if not 0 <= self.bench.threads <= 1024:
+            raise ConfigError(f"bench.threads must be in [0, 1024] (0 lets onnxruntime choose), got {short(self.bench.threads)}")
+        if self.bench.warmup_s < 0 or self.bench.duration_s <= 0 or self.bench.min_runs < 1:
+            raise ConfigError("bench warmup_s must be >= 0, duration_s > 0 and min_runs >= 1")
+        if names:
+            self._check_names()
         return self
+
+    def _check_names(self) -> None:
+        """Registry names and the plan file (imports the registries, so torch for the pruning ones)."""
+        from edgeprune.data import DATASETS
+        from edgeprune.models.registry import MODELS
+        from edgeprune.prune.schedule import SCHEDULES, resolve
+
+        if ":" not in self.model:
+            MODELS.get(self.model)
+        DATASETS.get(self.data.partition(":")[0])
+        method, criterion = resolve(self.prune.method, self.prune.criterion)
+        if self.prune.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {short(self.prune.schedule)}; choose one of: {', '.join(SCHEDULES)}")
+        if criterion == "leakage" and method != "structured":
+            raise ConfigError("the leakage criterion scores channels: use it with method structured")
+        from edgeprune.attack.audit import resolve_attacks
+
+        resolve_attacks(self.audit.attacks)
+        if self.prune.plan:
+            from edgeprune.prune.structured import read_plan
+
+            read_plan(self.prune.plan)
+
+
+def _check_types(obj, where: str = "recipe") -> None:
+    """Every field has its declared type and every number is finite (CLI overrides skip ``from_dict``)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, here = getattr(obj, f.name), f"{where}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_types(value, here)
+            continue
+        _convert(hints[f.name], value, here)
 
 
 def _convert(tp, value, where: str):
@@ -171,13 +262,17 @@ def _convert(tp, value, where: str):
         return _convert(inner[0], value, where)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
+            raise ConfigError(f"{where} must be a list, got {short(value)}")
         (item,) = typing.get_args(tp)
         return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 1e300:
+            raise ConfigError(f"{where} must be a finite number, got {short(value)}")
         return float(value)
-    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
-        raise ConfigError(f"{where} must be {tp.__name__}, got {value!r}")
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp in (int, float) and isinstance(value, bool))):
+        raise ConfigError(f"{where} must be {tp.__name__}, got {short(value)}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value}")
     return value
 
 
@@ -186,11 +281,31 @@ def from_dict(cls, data, where: str = "recipe"):
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(short(k, 40) for k in data if k not in names)
     if unknown:
-        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {', '.join(sorted(names))})")
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown[:5])}{more} "
+                          f"(allowed: {', '.join(sorted(names))})")
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _loader():
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """safe_load without anchors and aliases: a recipe has no use for them, and an alias bomb
+        (nested aliases expanding to billions of nodes) would exhaust memory."""
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                mark = event.start_mark
+                raise ConfigError(f"recipe line {mark.line + 1}: YAML anchors and aliases (&name, *name) "
+                                  "are not allowed in recipes")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -200,10 +315,24 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.is_file():
         raise ConfigError(f"recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"recipe {path} is {len(raw):,} bytes; recipes are at most {MAX_RECIPE_BYTES:,}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"recipe {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+    try:
+        data = yaml.load(text, Loader=_loader())
     except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return from_dict(Recipe, data).validate()
+        raise ConfigError(f"recipe {path} is not valid YAML: {short(str(e).splitlines()[0], 200)}") from None
+    except RecursionError:
+        raise ConfigError(f"recipe {path} nests too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"recipe {path} holds a value edgeprune cannot read: {short(str(e), 120)}") from None
+    return from_dict(Recipe, {} if data is None else data).validate()
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -51,6 +51,7 @@ def staged_dir(out: Path):
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the output gets the mode of any new directory
     try:
         yield tmp
         if out.exists():

@@ -53,8 +53,8 @@ class Budget:
             raise ConfigError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
         for name in ("max_acc_drop", "max_auc", "max_tpr"):
             v = getattr(self, name)
-            if v is not None and v < 0:
-                raise ConfigError(f"{name} must be >= 0, got {v}")
+            if v is not None and not 0 <= v < float("inf"):  # NaN fails this too
+                raise ConfigError(f"{name} must be a number >= 0, got {v}")
 
     def violations(self, m: dict) -> list[str]:
         out = []

@@ -56,7 +56,7 @@ def test_bench_appends_and_skips_missing_backends(sweep):
     for v in ort["variants"].values():
         assert [r["batch"] for r in v["latency"]] == [1, 4]
         for r in v["latency"]:
-            assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["peak_rss_mb"] > 0
+            assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and "peak_rss_mb" not in r
     assert ort["variants"]["dense"]["latency"][0]["speedup_vs_dense"] == 1.0
     assert "pruned+int8" in new[0]["skipped"]  # no torch module for the int8 ONNX
 

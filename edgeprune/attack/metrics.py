@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 FPR_POINTS = (0.01, 0.001, 0.0001)
 METRIC_KEYS = ("auc", "balanced_accuracy") + tuple(f"tpr@{p:g}fpr" for p in FPR_POINTS)
@@ -16,6 +15,8 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
 
 
 def attack_metrics(is_member: np.ndarray, scores: np.ndarray) -> dict:
+    from sklearn.metrics import roc_auc_score, roc_curve  # lazily: `edgeprune attacks` must stay fast
+
     y = np.asarray(is_member, dtype=int)
     scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
     scores = np.clip(scores, -1e300, 1e300)
@@ -85,6 +86,8 @@ def per_class_auc(is_member: np.ndarray, scores: np.ndarray, labels: np.ndarray,
 
 def roc_points(is_member: np.ndarray, scores: np.ndarray, max_points: int = 400) -> dict:
     """A thinned ROC curve (log-spaced in FPR) for plots."""
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(np.asarray(is_member, int), np.nan_to_num(scores, nan=-np.inf))
     grid = np.unique(np.concatenate([[0.0], np.logspace(-5, 0, max_points)]))
     return {"fpr": grid.tolist(), "tpr": np.interp(grid, fpr, tpr).tolist()}

@@ -8,7 +8,6 @@ x is the fraction of population samples z with (p(x|target) / Pr(x)) / (p(z|targ
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from edgeprune.attack.base import AttackInputs, register
 
@@ -34,6 +33,8 @@ def rmia_scores(p_x: np.ndarray, pr_x: np.ndarray, p_z: np.ndarray, pr_z: np.nda
 
 def tune_a(prob: np.ndarray, is_in: np.ndarray, pop_prob: np.ndarray) -> float:
     """Pick ``a`` by playing the attack with reference 0 as target and the rest as references."""
+    from sklearn.metrics import roc_auc_score  # lazily: `edgeprune attacks` must stay fast
+
     if prob.shape[0] < 2:
         return 0.5
     tgt_p, tgt_in = prob[0], is_in[0]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,11 +41,6 @@ class Backend:
     measure: Callable[[Target, int, Settings], dict]
 
 
-def _peak_rss_mb() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 1024.0 if sys.platform != "darwin" else r / 2**20
-
-
 def _inputs(t: Target, batch: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, *t.in_shape)).astype(np.float32)
 
@@ -71,7 +64,8 @@ def _ort_measure(provider: str):
         name = sess.get_inputs()[0].name
         x = _inputs(t, batch, s.seed)
         times = time_callable(lambda: sess.run(None, {name: x}), s.warmup_s, s.duration_s, s.min_runs)
-        return {**summarize(times, batch), "peak_rss_mb": _peak_rss_mb()}
+        # no memory figure: this process's peak RSS holds every model and backend it ever ran, not this one's
+        return summarize(times, batch)
 
     return measure
 
@@ -111,7 +105,7 @@ def _torch_measure(compile_: bool):
         with torch.inference_mode():
             if dev == "cpu":
                 times = time_callable(lambda: fn(x), s.warmup_s, s.duration_s, s.min_runs)
-                return {**summarize(times, batch), "peak_rss_mb": _peak_rss_mb(), "device": "cpu"}
+                return {**summarize(times, batch), "device": "cpu"}
             return _cuda_timing(fn, x, batch, s)
 
     return measure

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgeprune.errors import UserError
 
-SAFE_PATH = re.compile(r"^[A-Za-z0-9._/~-]+$")
+SAFE_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
 
 
 class RemoteError(UserError):
@@ -51,6 +51,20 @@ class Host:
 def _check_target(target: str) -> None:
     if not target or target.startswith("-") or any(c.isspace() for c in target):
         raise UserError(f"invalid host {target!r} (expected user@host or an ssh config alias)")
+
+
+def check_remote_dir(remote_dir: str) -> None:
+    """A remote directory is relative to the login's home directory (or absolute); ``~`` is not expanded
+    (arguments are quoted), so it is refused rather than creating a directory literally named ``~``."""
+    shown = remote_dir if len(remote_dir) <= 60 else remote_dir[:57] + "..."
+    if remote_dir.startswith("~"):
+        raise UserError(f"remote directory {shown!r}: relative paths are already under your home on the device; "
+                        f"write {remote_dir.lstrip('~').lstrip('/') or 'DIR'!r} instead of {shown!r}")
+    if remote_dir.startswith("-") or any(part.startswith("-") for part in remote_dir.split("/")):
+        raise UserError(f"remote directory {shown!r} may not start a path component with '-'")
+    if not SAFE_PATH.match(remote_dir) or ".." in remote_dir.split("/"):
+        raise UserError(f"remote directory {shown!r} may only use letters, digits and . _ / - (no '..'); "
+                        "it is relative to your home on the device unless it starts with /")
 
 
 def _first_line(text: str) -> str:
@@ -97,10 +111,9 @@ def deploy(bundle: str | Path, host: Host, remote_dir: str | None = None, build_
         if shutil.which(tool) is None:
             raise UserError(f"{tool} is not installed on this machine (OpenSSH client)")
     remote_dir = remote_dir or f"edgeprune/{bundle.name}"
-    if not SAFE_PATH.match(remote_dir) or ".." in remote_dir.split("/"):
-        raise UserError(f"remote directory {remote_dir!r} may only use letters, digits and . _ / ~ -")
+    check_remote_dir(remote_dir)
     t0 = time.perf_counter()
-    sh(host, [["mkdir", "-p", remote_dir]])
+    sh(host, [["mkdir", "-p", "--", remote_dir]])
     proc = subprocess.run(host.scp_argv(f"{bundle}/.", f"{host.target}:{remote_dir}/"), capture_output=True,
                           text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
@@ -116,21 +129,21 @@ def deploy(bundle: str | Path, host: Host, remote_dir: str | None = None, build_
     tegra = _has(host, "tegrastats")
     steps = []
     if build_engine and has_trt:
-        sh(host, [["cd", remote_dir], ["./build_engine.sh"]], timeout=7200)
+        sh(host, [["cd", "--", remote_dir], ["./build_engine.sh"]], timeout=7200)
         steps.append("build_engine.sh")
     if bench:
         if tegra:
-            sh(host, [["cd", remote_dir], ["mkdir", "-p", "results"],
+            sh(host, [["cd", "--", remote_dir], ["mkdir", "-p", "results"],
                       ["sh", "-c", "tegrastats --interval 100 --logfile results/tegrastats.log --start || true"]],
                       check=False)
         if has_trt and build_engine:
-            sh(host, [["cd", remote_dir], ["env", f"DURATION={int(max(duration, 1))}", "./bench.sh"]], timeout=7200)
+            sh(host, [["cd", "--", remote_dir], ["env", f"DURATION={int(max(duration, 1))}", "./bench.sh"]], timeout=7200)
             steps.append("bench.sh")
         else:
             for b in batches or [None]:
                 name = "onnx.json" if b is None else f"onnx_b{b}.json"
                 argv = [python, "run_onnx.py", "--duration", str(duration), "--out", f"results/{name}"]
-                sh(host, [["cd", remote_dir], argv + ([] if b is None else ["--batch", str(b)])], timeout=7200)
+                sh(host, [["cd", "--", remote_dir], argv + ([] if b is None else ["--batch", str(b)])], timeout=7200)
             steps.append("run_onnx.py")
         if tegra:
             sh(host, [["sh", "-c", "tegrastats --stop || true"]], check=False)

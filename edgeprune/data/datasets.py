@@ -47,14 +47,30 @@ def load_dataset(spec: str) -> Dataset:
 
 
 def _validate(ds: Dataset, spec: str) -> None:
+    spec = spec if len(spec) <= 80 else spec[:77] + "..."
     if ds.x.shape[0] != ds.y.shape[0]:
         raise DataError(f"data {spec!r}: {ds.x.shape[0]} inputs but {ds.y.shape[0]} labels")
     if len(ds) < 40:
         raise DataError(f"data {spec!r}: {len(ds)} samples is too few (need at least 40)")
-    if ds.y.min() < 0:
-        raise DataError(f"data {spec!r}: labels must be 0..K-1, found {int(ds.y.min())}")
+    check_labels(ds.y, ds.num_classes, f"data {spec!r}")
     if not np.isfinite(ds.x).all():
         raise DataError(f"data {spec!r}: inputs contain NaN or infinity")
+
+
+def check_labels(y: np.ndarray, num_classes: int, what: str, all_present: bool = False) -> None:
+    """Labels are 0..K-1 and at least two classes occur (one class makes accuracy and every attack
+    meaningless). ``all_present``, for files whose K is inferred from their labels (npz): every class has a
+    sample, so a stray label (5000 among 0..4) is an error rather than a 5001-class model."""
+    if y.min() < 0 or y.max() >= num_classes:
+        bad = int(y.min()) if y.min() < 0 else int(y.max())
+        raise DataError(f"{what}: labels must be 0..{num_classes - 1}, found {bad}")
+    labels, counts = np.unique(y, return_counts=True)
+    if labels.size < 2:
+        raise DataError(f"{what}: every sample has label {int(labels[0])}; a classifier needs at least 2 classes")
+    if all_present and labels.size < num_classes:
+        top = ", ".join(f"{int(v)} ({int(c)} sample{'s' if c > 1 else ''})" for v, c in zip(labels[-3:][::-1], counts[-3:][::-1], strict=True))
+        raise DataError(f"{what}: labels must be 0..K-1 with every class present, but only {labels.size} of the "
+                        f"{num_classes} labels 0..{num_classes - 1} occur (largest: {top}); relabel the classes to 0..K-1")
 
 
 def _standardise_images(x: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -75,6 +91,7 @@ def _standardise_features(x: np.ndarray) -> tuple[np.ndarray, dict]:
 
 @DATASETS.register("digits")
 def _digits(arg: str | None) -> Dataset:
+    """scikit-learn's handwritten digits: 1,797 8x8 grey images, 10 classes (small; barely leaks)."""
     from sklearn.datasets import load_digits
 
     if arg:
@@ -92,7 +109,7 @@ def _sample_count(name: str, arg: str | None, default: int, lo: int, hi: int) ->
     try:
         n = int(arg)
     except ValueError:
-        raise DataError(f"{name}:N needs a whole number of samples, got {arg!r}") from None
+        raise DataError(f"{name}:N needs a whole number of samples, got {arg[:40]!r}") from None
     if not lo <= n <= hi:
         raise DataError(f"{name}:N needs {lo} <= N <= {hi}, got {n}")
     return n
@@ -205,7 +222,10 @@ def _npz(arg: str | None) -> Dataset:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
             if missing:
                 raise DataError(f"npz file {path} lacks arrays {missing} (needs x_train, y_train, x_test, y_test)")
-            x = np.concatenate([z["x_train"], z["x_test"]]).astype(np.float32)
+            parts = [z["x_train"], z["x_test"]]
+            if not all(np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating) for a in parts):
+                raise DataError(f"npz file {path}: inputs must be real numbers, got {parts[0].dtype} / {parts[1].dtype}")
+            x = np.concatenate(parts).astype(np.float32)
             y = np.concatenate([z["y_train"], z["y_test"]])
             is_train = np.concatenate([np.ones(len(z["y_train"]), bool), np.zeros(len(z["y_test"]), bool)])
     except DataError:
@@ -214,6 +234,10 @@ def _npz(arg: str | None) -> Dataset:
         raise DataError(f"cannot read npz file {path}: {type(e).__name__}: {e}") from None
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"npz file {path}: labels must be integers, got {y.dtype}")
+    if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+        raise DataError(f"npz file {path}: labels must be a vector, got shape {y.shape}")
+    if len(y) == 0 or x.size == 0:
+        raise DataError(f"npz file {path} holds no samples (inputs {x.shape}, labels {y.shape})")
     y = y.astype(np.int64).ravel()
     if x.ndim == 4:
         if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # NHWC -> NCHW
@@ -225,4 +249,5 @@ def _npz(arg: str | None) -> Dataset:
         x, prep = _standardise_features(x)
     else:
         raise DataError(f"npz file {path}: inputs of shape {x.shape[1:]} are not supported")
+    check_labels(y, int(y.max()) + 1, f"npz file {path}", all_present=True)
     return Dataset(f"npz:{path.name}", x, y, int(y.max()) + 1, prep, is_train)

@@ -28,7 +28,7 @@ def parse(spec: str) -> tuple[str, float | None]:
     try:
         return name.strip(), float(strength)
     except ValueError:
-        raise ConfigError(f"defense strength must be a number: {spec!r} (e.g. kl:4)") from None
+        raise ConfigError(f"defense strength must be a number: {spec[:40]!r} (e.g. kl:4)") from None
 
 
 def check_config(cfg) -> None:
@@ -47,6 +47,7 @@ def build(cfg, reference=None, teacher=None, seed: int = 0):
 
 
 def describe() -> list[dict]:
-    reg = _load()
-    return [{"name": n, "default_strength": reg.get(n).default_strength, "strength": reg.get(n).strength_meaning,
-             "needs": list(reg.get(n).needs)} for n in reg.names()]
+    """Name, strength meaning, default and needs of every defense, without importing torch."""
+    from edgeprune.defend.registry import DEFENSES
+
+    return [{"name": n, **DEFENSES.meta(n)} for n in DEFENSES.names()]

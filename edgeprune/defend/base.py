@@ -12,10 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgeprune.defend.registry import DEFENSES  # noqa: F401  (re-exported: defenses register here)
 from edgeprune.errors import ConfigError
-from edgeprune.registry import Registry
-
-DEFENSES: Registry = Registry("defense")
 
 
 @dataclass

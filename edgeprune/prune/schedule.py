@@ -23,7 +23,7 @@ def resolve(method: str, criterion: str) -> tuple[str, str]:
     if method in ALIASES:
         return ALIASES[method]
     if method not in METHODS:
-        raise ConfigError(f"unknown pruning method {method!r}; choose one of: {', '.join(METHODS + tuple(ALIASES))}")
+        raise ConfigError(f"unknown pruning method {method[:40]!r}; choose one of: {', '.join(METHODS + tuple(ALIASES))}")
     S.CRITERIA.get(criterion)
     return method, criterion
 
@@ -59,7 +59,7 @@ def run(model, in_shape, x, y, cfg, train_cfg, seed: int, exclude_output: bool =
 
     method, criterion = resolve(cfg.method, cfg.criterion)
     if cfg.schedule not in SCHEDULES:
-        raise ConfigError(f"unknown schedule {cfg.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        raise ConfigError(f"unknown schedule {cfg.schedule[:40]!r}; choose one of: {', '.join(SCHEDULES)}")
     exclude = list(cfg.exclude)
     if exclude_output and method != "structured":
         exclude += S.output_layers(model, in_shape)

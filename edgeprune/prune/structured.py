@@ -160,26 +160,78 @@ def _function_for(module: nn.Module):
     return tp.pruner.function.PrunerBox.get(tp.ops.module2type(module))
 
 
+def read_plan(path) -> dict:
+    """Read a plan.json and check its layout (not yet against a model: ``apply_plan`` does that)."""
+    import base64
+    import binascii
+    import json
+    from pathlib import Path
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"plan file not found: {path}")
+    try:
+        plan = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ConfigError(f"plan {path} is not valid JSON: {str(e).splitlines()[0][:120]}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read plan {path}: {e.strerror}") from None
+    if not isinstance(plan, dict):
+        raise ConfigError(f"plan {path} must be a JSON object, got a {type(plan).__name__}")
+    if plan.get("version") != PLAN_VERSION:
+        raise ConfigError(f"plan {path}: version {str(plan.get('version'))[:20]} is not supported (expected {PLAN_VERSION})")
+    ops, masks = plan.get("ops", []), plan.get("masks", {})
+    if not isinstance(ops, list) or not isinstance(masks, dict):
+        raise ConfigError(f"plan {path}: 'ops' must be a list and 'masks' an object")
+    for i, op in enumerate(ops):
+        ok = (isinstance(op, dict) and isinstance(op.get("module"), str) and op.get("fn") in (
+              "prune_out_channels", "prune_in_channels") and isinstance(op.get("idxs"), list)
+              and all(isinstance(j, int) and not isinstance(j, bool) and j >= 0 for j in op["idxs"])
+              and len(set(op["idxs"])) == len(op["idxs"]))
+        if not ok:
+            raise ConfigError(f"plan {path}: ops[{i}] must be {{module, fn: prune_out_channels | prune_in_channels, "
+                              f"idxs: distinct channel indices >= 0}}")
+    for name, enc in masks.items():
+        try:
+            shape = enc["shape"]
+            assert isinstance(shape, list) and shape and all(isinstance(d, int) and 0 < d < 2**31 for d in shape)
+            n = 1
+            for d in shape:
+                n *= d
+            bits = base64.b64decode(enc["bits"], validate=True)
+            assert len(bits) * 8 >= n
+        except (AssertionError, KeyError, TypeError, binascii.Error):
+            raise ConfigError(f"plan {path}: the mask for {name[:60]!r} is not a valid {{shape, bits}} encoding") from None
+    return plan
+
+
 def apply_plan(model: nn.Module, plan: dict) -> nn.Module:
     """Replay ``plan`` on the unpruned architecture (structure first, then weight masks)."""
     from edgeprune.prune.masks import decode
 
     if plan.get("version") != PLAN_VERSION:
-        raise UserError(f"plan version {plan.get('version')!r} is not supported (expected {PLAN_VERSION})")
+        raise UserError(f"plan version {str(plan.get('version'))[:20]} is not supported (expected {PLAN_VERSION})")
     for op in plan.get("ops", []):
         try:
             module = model.get_submodule(op["module"])
         except AttributeError:
-            raise UserError(f"plan names layer {op['module']!r}, which this model does not have") from None
+            raise UserError(f"plan names layer {op['module'][:80]!r}, which this model does not have") from None
         fn = _function_for(module)
         if fn is None or op["fn"] not in ("prune_out_channels", "prune_in_channels"):
-            raise UserError(f"plan step {op['fn']} on {op['module']!r} ({type(module).__name__}) has no pruning function")
-        getattr(fn, op["fn"])(module, op["idxs"])
+            raise UserError(f"plan step {str(op['fn'])[:40]} on {op['module'][:80]!r} ({type(module).__name__}) "
+                            "has no pruning function")
+        # Torch-Pruning silently ignores indices past the end: check them against the layer's channels
+        size = fn.get_out_channels(module) if op["fn"] == "prune_out_channels" else fn.get_in_channels(module)
+        idxs = op["idxs"]
+        if size is not None and (any(not 0 <= j < size for j in idxs) or len(set(idxs)) >= size):
+            raise UserError(f"plan step {op['fn']} on {op['module'][:80]!r} removes channels "
+                            f"{str(sorted(idxs))[:60]} of a layer that has {size}")
+        getattr(fn, op["fn"])(module, idxs)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, enc in plan.get("masks", {}).items():
             if name not in params:
-                raise UserError(f"plan has a mask for {name!r}, which this model does not have")
+                raise UserError(f"plan has a mask for {name[:80]!r}, which this model does not have")
             mask = decode(enc)
             if tuple(mask.shape) != tuple(params[name].shape):
                 raise UserError(f"plan mask for {name!r} has shape {tuple(mask.shape)}, weight is {tuple(params[name].shape)}")

@@ -148,14 +148,26 @@ def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _latency_order(key: str) -> tuple:
+    """'ort-cpu/b8' before 'ort-cpu/b32': backend by name, then batch by number."""
+    backend, _, batch = key.rpartition("/b")
+    return (backend, int(batch)) if batch.isdigit() else (key, 0)
+
+
+def _md_cell(text: str) -> str:
+    """A Markdown table cell that shows the text: HTML escaped (run names are user text), pipes escaped."""
+    return html.escape(str(text)).replace("|", "\\|").replace("\n", " ")
+
+
 def table_rows(data: dict) -> tuple[list[str], list[list[str]]]:
-    keys = sorted({k for r in data["runs"] for v in r["variants"] for k in v["latency"]})
+    keys = sorted({k for r in data["runs"] for v in r["variants"] for k in v["latency"]}, key=_latency_order)
     head = ["run", "variant", "sparsity", "ONNX KB", "params", "MACs", "test acc", "strongest attack", "AUC",
             "TPR@0.1%FPR"] + [f"{k} p50/p90 ms" for k in keys]
     rows = []
     for r in data["runs"]:
         for v in r["variants"]:
-            row = [r["name"], v["variant"], f"{r['sparsity']:g}", _fmt(v["onnx_kb"], ".0f"), f"{v['params']:,}",
+            sparsity = "0" if v["variant"] == "dense" else f"{r['sparsity']:g}"  # the dense model is not pruned
+            row = [r["name"], v["variant"], sparsity, _fmt(v["onnx_kb"], ".0f"), f"{v['params']:,}",
                    f"{v['macs']:,}", f"{v['test_accuracy']:.3f}", v["strongest_attack"] or "-",
                    _fmt(v["strongest_auc"], ".3f"), _fmt(v["strongest_tpr@0.001fpr"], ".3f")]
             row += [f"{v['latency'][k]['p50_ms']:.3f} / {v['latency'][k]['p90_ms']:.3f}" if k in v["latency"] else "-"
@@ -198,10 +210,12 @@ window.addEventListener("load", () => {{
 
 def render_markdown(data: dict, plot_dir: str) -> str:
     head, rows = table_rows(data)
-    lines = ["# edgeprune report", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", f"![latency vs leakage]({plot_dir}/pareto.png)", f"![sparsity]({plot_dir}/sparsity.png)",
-              f"![ROC]({plot_dir}/roc.png)", ""]
+    lines = ["# edgeprune report", "", "| " + " | ".join(map(_md_cell, head)) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows]
+    from urllib.parse import quote
+
+    d = quote(plot_dir)
+    lines += ["", f"![latency vs leakage]({d}/pareto.png)", f"![sparsity]({d}/sparsity.png)", f"![ROC]({d}/roc.png)", ""]
     return "\n".join(lines)
 
 

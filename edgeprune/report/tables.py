@@ -82,7 +82,7 @@ def latest_entry(bench_file: dict, backend: str) -> dict:
 
 def columns(report: dict) -> list[str]:
     attacks = attack_names(report)
-    batches = list(report["rows"][0]["latency"]) if report["rows"] else []
+    batches = sorted(report["rows"][0]["latency"], key=int) if report["rows"] else []
     cols = ["variant", "params", "ONNX KB", "train acc", "test acc"]
     cols += [f"{a} AUC" for a in attacks] + ["TPR@1%FPR"]
     cols += [f"p50 ms b{b}" for b in batches] + [f"speedup b{b}" for b in batches]
@@ -97,16 +97,21 @@ def row_cells(report: dict) -> list[list[str]]:
         cells += [f"{r['attacks'][a]['auc']:.3f}" if a in r["attacks"] else "-" for a in attack_names(report)]
         tprs = [v["tpr@0.01fpr"] for v in r["attacks"].values()]
         cells.append(f"{max(tprs):.3f}" if tprs else "-")
-        cells += [f"{v['p50_ms']:.3f}" for v in r["latency"].values()]
-        cells += ["-" if v["speedup_vs_dense"] is None else f"{v['speedup_vs_dense']:.2f}x" for v in r["latency"].values()]
+        lat = [r["latency"][b] for b in sorted(r["latency"], key=int)]  # b1, b8, b32: numeric order
+        cells += [f"{v['p50_ms']:.3f}" for v in lat]
+        cells += ["-" if v["speedup_vs_dense"] is None else f"{v['speedup_vs_dense']:.2f}x" for v in lat]
         out.append(cells)
     return out
 
 
 def to_markdown(report: dict) -> str:
+    """The run's report.md; model and data specs are user text, so HTML in them is escaped."""
+    import html
+
     m = report["model"]
+    esc = lambda t: html.escape(str(t)).replace("|", "\\|")  # noqa: E731
     lines = [
-        f"# edgeprune report: {m['spec']} on {report['data']}",
+        f"# edgeprune report: {esc(m['spec'])} on {esc(report['data'])}",
         "",
         f"Pruning: {report['method']} ({report.get('criterion', 'l1')}) at sparsity {report['sparsity']}, "
         f"defense {report.get('defense', 'none')}, quantization {report.get('quant', 'int8')}. Members {report['split']['members']}, "
@@ -121,7 +126,7 @@ def to_markdown(report: dict) -> str:
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
     for cells in row_cells(report):
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(map(esc, cells)) + " |")
     lines.append("")
     return "\n".join(lines)
 
@@ -131,8 +136,10 @@ def to_rich(report: dict):
     from rich.table import Table
 
     defense = report.get("defense", "none")
-    t = Table(title=f"{report['model']['spec']} on {report['data']} - sparsity {report['sparsity']}"
-                    + (f" - defense {defense}" if defense != "none" else ""))
+    from rich.markup import escape
+
+    t = Table(title=escape(f"{report['model']['spec']} on {report['data']} - sparsity {report['sparsity']}"
+                           + (f" - defense {defense}" if defense != "none" else "")))
     cols, cells = columns(report), row_cells(report)
     t.add_column("")
     for r in cells:
