@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -111,7 +112,14 @@ def compress(recipe: Recipe, out: str | Path, resume: bool = False, log=print, s
     from edgeprune.run import Run
 
     ctx = Context(recipe)  # all user-input checks happen before anything is written
-    run = Run(out, recipe.to_dict(), resume=resume)
+    run = Run(out, recipe.to_dict(), resume=resume)  # locked until it completes (or this process ends)
+    try:
+        return _run_stages(ctx, run, recipe, stages, log)
+    finally:
+        run.close()
+
+
+def _run_stages(ctx: Context, run, recipe: Recipe, stages: list[str] | None, log) -> Path:
     run.manifest["data"] = {"spec": recipe.data, "name": ctx.ds.name, "fingerprint": ctx.ds.fingerprint(),
                             "samples": len(ctx.ds), "preprocessing": ctx.ds.preprocessing}
     run.manifest["split"] = ctx.split.summary()
@@ -127,6 +135,8 @@ def compress(recipe: Recipe, out: str | Path, resume: bool = False, log=print, s
         if run.done(name):
             log(f"[dim]{name}: done before, skipped[/dim]")
             continue
+        if run.manifest["stages"].get(name, {}).get("done"):
+            log(f"[yellow]{name}: {_escape(run.stale(name))}; rebuilding it and every later stage[/yellow]")
         run.invalidate_from(STAGES, name)
         t0 = time.perf_counter()
         artifacts, results = stage_fns[name](ctx, run)
@@ -135,6 +145,13 @@ def compress(recipe: Recipe, out: str | Path, resume: bool = False, log=print, s
         if (results.get("cpu_kernels") or {}).get("warning"):
             log(f"[yellow]{results['cpu_kernels']['warning']}[/yellow]")
     return run.complete()
+
+
+def _escape(text: str) -> str:
+    """User-derived text inside a rich-markup log line."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(str(text))
 
 
 # --- stages: each returns (artifacts, results) ---------------------------------------------------
@@ -282,13 +299,15 @@ def _variants(ctx: Context) -> list[tuple[str, str]]:
 
 
 def _onnx_targets(ctx: Context, run) -> dict:
-    """Predictors of the run's exported variants, keyed for the signal cache by the artifact's sha256."""
+    """Predictors of the run's exported variants, each checked against the manifest and keyed for the signal
+    cache by the sha256 of the file actually read."""
     from edgeprune.attack.signals import onnx_predictor
+    from edgeprune.run import verify_artifact
 
     out = {}
     for label, rel in _variants(ctx):
         numerics = "reference" if rel == _quant_file(ctx) else "cpu"
-        key = f"{label}-{run.manifest['artifacts'][rel][:16]}" + ("-reference" if numerics == "reference" else "")
+        key = f"{label}-{verify_artifact(run.dir, run.manifest, rel)[:16]}" + ("-reference" if numerics == "reference" else "")
         out[label] = onnx_predictor(run.path(rel), key=key, numerics=numerics)
     return out
 
@@ -334,17 +353,20 @@ def _write_audit(run, audit: dict) -> list[str]:
     return ["audit.json", "audit_roc.png", "audit_per_class.png"]
 
 
-def _run_targets(ctx: Context, run_dir: Path, with_torch: bool = False) -> list:
+def _run_targets(ctx: Context, run, with_torch: bool = False) -> list:
+    """The run's variants to time (their ONNX files checked against the manifest first)."""
     from edgeprune.bench.backends import Target
+    from edgeprune.run import verify_artifact
 
     out = []
     for label, rel in _variants(ctx):
+        verify_artifact(run.dir, run.manifest, rel)
         module = None
         if with_torch and label == "dense":
-            module = load_dense(ctx, run_dir)
+            module = load_dense(ctx, run.dir)
         elif with_torch and label == "pruned":
-            module = load_pruned(ctx, run_dir)
-        out.append(Target(label, ctx.ds.in_shape, str(run_dir / rel), module))
+            module = load_pruned(ctx, run.dir)
+        out.append(Target(label, ctx.ds.in_shape, str(run.dir / rel), module))
     return out
 
 
@@ -354,7 +376,7 @@ def _stage_bench(ctx: Context, run):
 
     cfg = ctx.recipe.bench
     settings = Settings(cfg.threads, cfg.warmup_s, cfg.duration_s, cfg.min_runs, seed=ctx.recipe.seed)
-    entries = bench_targets(_run_targets(ctx, run.dir), ["ort-cpu"], cfg.batches, settings, baseline="dense")
+    entries = bench_targets(_run_targets(ctx, run), ["ort-cpu"], cfg.batches, settings, baseline="dense")
     for e in entries:  # paths inside the run are stored relative to it
         for v in e["variants"].values():
             v["artifact"] = str(Path(v["artifact"]).relative_to(run.dir))
@@ -365,7 +387,7 @@ def _stage_bench(ctx: Context, run):
 def _stage_report(ctx: Context, run):
     from edgeprune.report.tables import build_report, to_markdown
 
-    report = build_report(run.manifest, run.dir)
+    report = build_report(run.manifest, run.dir, run.path)
     run.write_json("report.json", report)
     run.write_text("report.md", to_markdown(report))
     return ["report.json", "report.md"], {}
@@ -373,51 +395,51 @@ def _stage_report(ctx: Context, run):
 
 def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: int | None = None,
               references: int | None = None, on: str = "onnx", data: str | None = None, log=print) -> dict:
-    """Re-audit a finished run (signals are cached in the run, so other attacks cost little)."""
+    """Re-audit a finished run (signals are cached in the run, so other attacks cost little). The run is
+    locked and never moved: the new audit files are staged beside it and swapped in at the end."""
     import dataclasses
 
     from edgeprune.attack.audit import resolve_attacks
     from edgeprune.attack.signals import torch_predictor
-    from edgeprune.run import Run
+    from edgeprune.run import RunUpdate, verify_artifact
 
     if on not in ("onnx", "torch"):
         raise ConfigError(f"--on must be onnx or torch, got {on[:40]!r}")
     if attacks is not None:
         resolve_attacks(attacks)  # before the run is opened or touched
-    manifest, ctx = _open_run(run_dir)
-    recipe = ctx.recipe
-    if data is not None and data != recipe.data:
-        raise ConfigError(f"run {run_dir} was made on {recipe.data!r}, not {data!r}")
-    cfg = dataclasses.replace(
-        recipe.audit,
-        attacks=attacks if attacks is not None else recipe.audit.attacks,
-        shadows=recipe.audit.shadows if shadows is None else shadows,
-        references=recipe.audit.references if references is None else references,
-    )
-    if cfg.references == 1 or cfg.references < 0 or cfg.shadows < 0:
+    if (references is not None and (references == 1 or references < 0)) or (shadows is not None and shadows < 0):
         raise ConfigError("--shadows must be >= 0 and --references 0 or at least 2 (LiRA needs IN and OUT references)")
-    run = Run(run_dir, manifest["recipe"], resume=True)
-    try:
+    with RunUpdate(run_dir) as up:
+        _, ctx = _open_run(up.dir)
+        recipe = ctx.recipe
+        if data is not None and data != recipe.data:
+            raise ConfigError(f"run {run_dir} was made on {recipe.data!r}, not {data!r}")
+        cfg = dataclasses.replace(
+            recipe.audit,
+            attacks=attacks if attacks is not None else recipe.audit.attacks,
+            shadows=recipe.audit.shadows if shadows is None else shadows,
+            references=recipe.audit.references if references is None else references,
+        )
+        if cfg.references == 1 or cfg.references < 0 or cfg.shadows < 0:
+            raise ConfigError("--shadows must be >= 0 and --references 0 or at least 2 (LiRA needs IN and OUT references)")
         if on == "onnx":
-            variants, targets = _variants(ctx), _onnx_targets(ctx, run)
+            variants, targets = _variants(ctx), _onnx_targets(ctx, up)
         else:
             variants = [("dense", DENSE_WEIGHTS), ("pruned", WEIGHTS)]
-            targets = {"dense": torch_predictor(load_dense(ctx, run.dir), f"torch-dense-{manifest['artifacts'][DENSE_WEIGHTS][:16]}"),
-                       "pruned": torch_predictor(load_pruned(ctx, run.dir), f"torch-pruned-{manifest['artifacts'][WEIGHTS][:16]}")}
-        audit = _audit_targets(ctx, targets, run.path("audit_cache"), cfg)
+            key = {rel: verify_artifact(up.dir, up.manifest, rel)[:16] for _, rel in variants}
+            targets = {"dense": torch_predictor(load_dense(ctx, up.dir), f"torch-dense-{key[DENSE_WEIGHTS]}"),
+                       "pruned": torch_predictor(load_pruned(ctx, up.dir), f"torch-pruned-{key[WEIGHTS]}")}
+        audit = _audit_targets(ctx, targets, up.dir / "audit_cache", cfg)
         audit["on"] = "onnxruntime (the exported artifacts)" if on == "onnx" else "torch (fp32 modules)"
         if on == "onnx":
             audit["numerics"] = _numerics(ctx)
         for label, rel in variants:
             audit["variants"][label]["artifact"] = rel
-        artifacts = _write_audit(run, audit)
-        run.manifest["stages"]["audit"]["artifacts"] = artifacts
-        run.manifest["stages"]["audit"]["results"] = {"attacks": audit["attacks_requested"], "on": on}
-        if "bench" in run.manifest["stages"]:
-            _stage_report(ctx, run)
-        run.save_manifest()
-    finally:
-        run.complete()
+        artifacts = _write_audit(up, audit)
+        up.manifest["stages"]["audit"]["artifacts"] = artifacts
+        up.manifest["stages"]["audit"]["results"] = {"attacks": audit["attacks_requested"], "on": on}
+        if "bench" in up.manifest["stages"]:
+            _stage_report(ctx, up)
     log(f"audit written to {Path(run_dir) / 'audit.json'}")
     return audit
 
@@ -462,15 +484,13 @@ def load_report(run_dir: str | Path) -> dict:
 
 def _open_run(run_dir: str | Path):
     from edgeprune.recipe import from_dict
-    from edgeprune.run import read_manifest, sha256_file
+    from edgeprune.run import read_manifest, verify_artifact
 
     manifest = read_manifest(run_dir)
     if not manifest.get("complete"):
         raise RunDirError(f"{run_dir} is not a finished run")
     for rel in (PLAN, WEIGHTS, DENSE_WEIGHTS):  # what rebuilding the models reads
-        p = Path(run_dir) / rel
-        if not p.is_file() or sha256_file(p) != manifest["artifacts"].get(rel):
-            raise RunDirError(f"{p} is missing or differs from the sha256 in the run's manifest")
+        verify_artifact(run_dir, manifest, rel)
     ctx = Context(from_dict(Recipe, manifest["recipe"]))
     if ctx.split.hash() != manifest["split"]["hash"]:
         raise RunDirError(f"the data behind {run_dir} changed (split hash differs)")
@@ -482,12 +502,15 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_
                calibration: str = "minmax", block: int = 32, dense_only: bool = False, log=print) -> dict:
     """Export the run's compressed model into RUN_DIR/export/ (fp32, and fp16 / int8 QDQ when asked),
     each verified against torch on real samples; ``fmt='tensorrt'`` lints for TensorRT and builds engines
-    when tensorrt imports, otherwise writes the Jetson bundle whose script builds them on the device."""
+    when tensorrt imports, otherwise writes the Jetson bundle whose script builds them on the device.
+
+    Exports add to export/: a file made now replaces its namesake, the files of earlier exports stay, and
+    export.json records each file's own settings. The same run and options give the same files."""
     from edgeprune.export import tensorrt as trt_mod
     from edgeprune.export.lint import errors, lint
     from edgeprune.export.onnx import export_onnx, onnx_predict, to_fp16, verify_onnx
     from edgeprune.quant.ptq import quantize_int8
-    from edgeprune.run import atomic_write_bytes, sha256_file, staged_dir
+    from edgeprune.run import RunUpdate, sha256_file, verify_artifact
 
     if fmt not in ("onnx", "tensorrt"):
         raise ConfigError(f"--format must be onnx or tensorrt, got {fmt!r}")
@@ -500,18 +523,22 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_
     from edgeprune.quant.numerics import NUMERICS, predict
     from edgeprune.quant.targets import TARGETS, kernels_check
 
-    manifest, ctx = _open_run(run_dir)
-    # TensorRT keeps the full 8-bit range; onnxruntime CPU artifacts follow the recipe / this CPU's kernels
-    target = TARGETS.get("tensorrt" if fmt == "tensorrt" else "ort-cpu")
-    int8_cfg = target.settings(activations, None if fmt == "tensorrt" else ctx.recipe.quant.reduce_range)
-    activations = int8_cfg["activations"]
-    run_dir = Path(run_dir)
-    model = load_pruned(ctx, run_dir)
-    xv, _ = ctx.arrays("nonmembers", ctx.recipe.export.verify_samples)
-    xt, yt = ctx.arrays("nonmembers")
-    xc, _ = ctx.arrays("members", ctx.recipe.quant.calibration_samples)
-    final = run_dir / "export"
-    with staged_dir(final) as tmp:
+    with RunUpdate(run_dir) as up:  # locked; the new files are swapped into export/ at the end
+        _, ctx = _open_run(up.dir)
+        # TensorRT keeps the full 8-bit range; onnxruntime CPU artifacts follow the recipe / this CPU's kernels
+        target = TARGETS.get("tensorrt" if fmt == "tensorrt" else "ort-cpu")
+        int8_cfg = target.settings(activations, None if fmt == "tensorrt" else ctx.recipe.quant.reduce_range)
+        activations = int8_cfg["activations"]
+        run_dir = up.dir
+        earlier = {}
+        if "export/export.json" in up.manifest["artifacts"]:
+            verify_artifact(run_dir, up.manifest, "export/export.json")
+            earlier = json.loads((run_dir / "export/export.json").read_text())
+        model = load_pruned(ctx, run_dir)
+        xv, _ = ctx.arrays("nonmembers", ctx.recipe.export.verify_samples)
+        xt, yt = ctx.arrays("nonmembers")
+        xc, _ = ctx.arrays("members", ctx.recipe.quant.calibration_samples)
+        tmp = up.staged_path("export/export.json").parent
         files = {}
         fp32 = export_onnx(model, ctx.ds.in_shape, tmp / "model.fp32.onnx", opset=opset,
                            dynamic_batch=dynamic_batch, batch=batch)
@@ -568,14 +595,18 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_
                 bundle_run(run_dir, run_dir / "bundle", precisions, batch, dynamic_batch, log=log)
                 result["tensorrt"] = "tensorrt is not installed here: engines will be built on the device by bundle/build_engine.sh"
                 log(f"[yellow]{result['tensorrt']}[/yellow]")
-        for name in list(files):
-            files[name]["sha256"] = sha256_file(tmp / name)
-        atomic_write_bytes(tmp / "export.json", (json.dumps(result, indent=2) + "\n").encode())
-    manifest["export"] = {k: v for k, v in result.items() if k != "lint"}
-    for name in files:
-        manifest["artifacts"][f"export/{name}"] = files[name]["sha256"]
-    manifest["artifacts"]["export/export.json"] = sha256_file(final / "export.json")
-    atomic_write_bytes(run_dir / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+        made = sorted(f.relative_to(tmp).as_posix() for f in tmp.rglob("*") if f.is_file())
+        for name in made:
+            up.commit(f"export/{name}")
+        settings = {k: result[k] for k in ("format", "opset", "dynamic_batch", "batch")}
+        for name, info in result["files"].items():
+            info.update(settings, sha256=sha256_file(tmp / name))
+        merged = {**earlier.get("files", {}), **result["files"]}
+        result = {**result, "written": sorted(result["files"]), "files": merged, "lint": {**earlier.get("lint", {}), **result.get("lint", {})}}
+        if not result["lint"]:
+            del result["lint"]
+        up.write_json("export/export.json", result)
+        up.manifest["export"] = {k: v for k, v in result.items() if k != "lint"}
     return result
 
 
@@ -587,13 +618,17 @@ def bundle_run(run_dir: str | Path, out: str | Path, precisions: list[str] | Non
                dynamic_batch: bool = False, log=print) -> Path:
     """The Jetson bundle of a run's compressed model (see edgeprune.export.bundle)."""
     from edgeprune.export.bundle import make_bundle
+    from edgeprune.run import RunLock, check_output_dir, read_manifest
 
     precisions = precisions or ["fp16", "int8"]
     for p in precisions:
         if p not in ("fp32", "fp16", "int8"):
             raise ConfigError(f"unknown precision {p!r}; choose from fp32, fp16, int8")
-    manifest, ctx = _open_run(run_dir)
-    model = load_pruned(ctx, Path(run_dir))
+    check_output_dir(Path(out).expanduser().resolve(), "bundle")  # before any work (checked again at the end)
+    read_manifest(run_dir)
+    with RunLock(run_dir):  # nothing rewrites the run while its model is read
+        manifest, ctx = _open_run(run_dir)
+        model = load_pruned(ctx, Path(run_dir))
     xc, _ = ctx.arrays("members", ctx.recipe.quant.calibration_samples)
     xs, _ = ctx.arrays("nonmembers", 16)
     kernels = Path(__file__).resolve().parent.parent / "kernels"
@@ -610,9 +645,7 @@ def bench(target: str | Path, backends: list[str], batches: list[int], threads: 
           remote_dir: str = "edgeprune", log=print) -> tuple[Path, list[dict]]:
     """Time a run's variants (dense baseline in the same invocation) or one ONNX file on each backend;
     entries are appended to the run's bench.json (or ``<file>.bench.json`` next to an ONNX file)."""
-    from edgeprune.bench.backends import BACKENDS, Settings, Target
-    from edgeprune.bench.latency import bench_targets
-    from edgeprune.run import atomic_write_bytes, sha256_file
+    from edgeprune.bench.backends import BACKENDS, Settings
 
     for b in backends:
         if b != "remote":
@@ -627,10 +660,25 @@ def bench(target: str | Path, backends: list[str], batches: list[int], threads: 
         raise ConfigError(f"--threads must be >= 0 (0 lets onnxruntime choose), got {threads}")
     target = Path(target)
     settings = Settings(threads, warmup_s, duration_s, cuda_graph=cuda_graph)
+    with contextlib.ExitStack() as stack:
+        return _bench_locked(stack, target, backends, batches, settings, host, duration_s, python, remote_dir, log)
+
+
+def _bench_locked(stack, target: Path, backends, batches, settings, host, duration_s, python, remote_dir, log):
+    """``bench`` with its output locked: a run through a RunUpdate (staged bench.json, new manifest), a
+    file's ``.bench.json`` through its own lock."""
+    from edgeprune.bench.backends import Target
+    from edgeprune.bench.latency import bench_targets
+    from edgeprune.run import RunLock, RunUpdate, atomic_write_bytes, verify_artifact
+
+    update = None
     if target.is_dir():
-        manifest, ctx = _open_run(target)
-        targets = _run_targets(ctx, target, with_torch=any(b.startswith("torch") for b in backends))
+        update = stack.enter_context(RunUpdate(target))
+        manifest, ctx = _open_run(update.dir)
+        targets = _run_targets(ctx, update, with_torch=any(b.startswith("torch") for b in backends))
         out, baseline = target / "bench.json", "dense"
+        if "bench.json" in manifest["artifacts"]:  # its entries are kept: they must be intact
+            verify_artifact(update.dir, manifest, "bench.json")
     elif target.suffix == ".onnx" and target.is_file():
         from edgeprune.export.check import check_onnx_file, open_session
 
@@ -643,6 +691,7 @@ def bench(target: str | Path, backends: list[str], batches: list[int], threads: 
             raise ConfigError(f"{target}: only the batch dimension may be dynamic")
         targets = [Target(target.stem, tuple(d.dim_value for d in dims), str(target))]
         out, baseline, manifest = target.with_suffix(".bench.json"), None, None
+        stack.enter_context(RunLock(out))
     else:
         raise ConfigError(f"{target} is neither a run directory nor an .onnx file")
     entries = bench_targets(targets, [b for b in backends if b != "remote"], batches, settings, baseline=baseline, log=log)
@@ -653,10 +702,10 @@ def bench(target: str | Path, backends: list[str], batches: list[int], threads: 
     data = json.loads(out.read_text()) if out.is_file() else {"machine": machine(), "entries": []}
     data["machine"] = machine()
     data["entries"].extend(entries)
-    atomic_write_bytes(out, (json.dumps(data, indent=2) + "\n").encode())
-    if manifest is not None:
-        manifest["artifacts"]["bench.json"] = sha256_file(out)
-        atomic_write_bytes(target / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    if update is not None:
+        update.write_json("bench.json", data)  # swapped in with the manifest when the update closes
+    else:
+        atomic_write_bytes(out, (json.dumps(data, indent=2) + "\n").encode())
     return out, entries
 
 
@@ -678,10 +727,13 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     from edgeprune.export.check import check_fits_data, check_onnx_file
     from edgeprune.models import build_model, check_fits, load_weights
     from edgeprune.recipe import load_recipe
+    from edgeprune.run import check_output_dir, staged_dir
 
+    path = Path(target).expanduser()
+    out = Path(out or Path("audits") / path.stem).expanduser().resolve()
+    check_output_dir(out, "audit")  # before any work; checked again (locked) when the result is swapped in
     recipe = load_recipe(recipe_path) if recipe_path else Recipe()
     recipe.data, recipe.seed = data, seed
-    path = Path(target).expanduser()
     # every option is checked before the data is read or anything is trained
     if path.suffix == ".onnx":
         check_onnx_file(path)
@@ -723,7 +775,6 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
                                pipeline_key(recipe, split.hash()), ["dense"])
     cfg = recipe.audit
     plan = AuditPlan(attacks or cfg.attacks, shadows, references, cfg.max_samples, cfg.population, cfg.bootstrap, seed)
-    out = Path(out or Path("audits") / path.stem).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     cache_dir = out.parent / f".{out.name}.cache"
     audit = run_audit(ds, split, {"dense": pred}, plan, factory, SignalCache(cache_dir))
@@ -737,9 +788,8 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     audit["membership"] = membership
     audit["variants"]["dense"]["artifact"] = str(target)
     from edgeprune.attack.plots import per_class_plot, roc_plot
-    from edgeprune.run import staged_dir
 
-    with staged_dir(out) as tmp:
+    with staged_dir(out, "audit") as tmp:
         (tmp / "audit.json").write_text(json.dumps(audit, indent=2) + "\n")
         roc_plot(audit, tmp / "audit_roc.png")
         per_class_plot(audit, tmp / "audit_per_class.png")

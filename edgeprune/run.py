@@ -1,13 +1,20 @@
-"""The run directory: staged atomically, with a manifest that records every artifact's sha256.
+"""The run directory: staged atomically, locked, with a manifest that records every artifact's sha256.
 
 A run is built in ``.NAME.partial`` next to its final path and renamed into place when every stage has
 finished, so a failed or interrupted run never leaves a half-written ``NAME``. ``--resume`` picks up the
 partial directory (or reopens a finished one) and skips the stages whose artifacts are intact.
+
+Commands that add to a finished run (audit, export, bench) never move it: ``RunUpdate`` stages their files
+in ``.NAME.update`` beside it and swaps them in (then the manifest) from a journal, so a process killed at
+any point leaves either the old run or the new one. Every command that writes a run (or an output
+directory) holds an OS lock on ``.NAME.lock`` beside it for its whole life; the kernel drops the lock when
+the process dies, so kill -9 leaves no stale lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -45,21 +52,148 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-@contextlib.contextmanager
-def staged_dir(out: Path):
-    """Yield a temp dir beside ``out``; on success it replaces ``out`` in one rename, on error it is removed."""
+# --- locks -------------------------------------------------------------------------------------
+
+_HELD: dict[Path, list] = {}  # lock file -> [fd, depth]: re-entrant within one process
+
+
+def _drop_inherited_locks() -> None:
+    """A forked child must not keep its parent's locks alive: close (never unlock) the inherited fds."""
+    for fd, _ in _HELD.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+def lock_file(path: str | Path) -> Path:
+    path = Path(path).expanduser().resolve()
+    return path.parent / f".{path.name}.lock"
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``.NAME.lock`` beside ``path``, holding the owner's PID.
+
+    Refused at once (RunDirError, exit 2) when another process holds it. The lock file itself stays: removing
+    it would let a third process lock a new inode while the second still holds the old one."""
+
+    def __init__(self, path: str | Path):
+        self.target = Path(path).expanduser().resolve()
+        self.file = lock_file(self.target)
+        self.held = False
+
+    def acquire(self) -> RunLock:
+        if self.held:
+            return self
+        entry = _HELD.get(self.file)
+        if entry is not None:
+            entry[1] += 1
+            self.held = True
+            return self
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_umask())
+        except OSError as e:
+            raise RunDirError(f"cannot write beside {self.target}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _holder(fd)
+            os.close(fd)
+            who = f"PID {pid}" if pid else "a process that has not written its PID yet"
+            raise RunDirError(f"{self.target} is in use by another edgeprune process ({who}); wait for it to "
+                              f"finish or choose another -o") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[self.file] = [fd, 1]
+        self.held = True
+        return self
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        entry = _HELD.get(self.file)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _HELD[self.file]
+            os.close(entry[0])  # closing the last fd drops the flock
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _holder(fd: int) -> int | None:
+    """The PID written by the lock's holder (it writes it right after locking: wait a moment for it)."""
+    for _ in range(20):
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.01)
+    return None
+
+
+# --- output directories (bundle, audit of a file) -----------------------------------------------
+
+OUTPUT_MARKER = ".edgeprune-output.json"
+
+
+def check_output_dir(out: Path, kind: str) -> None:
+    """``out`` may be written by a command of ``kind`` when it is absent, an empty directory, or this kind's
+    own earlier output (it carries OUTPUT_MARKER); anything else is the user's and is never replaced."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the output gets the mode of any new directory
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise RunDirError(f"{out} exists and is not a directory; choose another -o")
+    if not any(out.iterdir()):
+        return
+    marker = out / OUTPUT_MARKER
     try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        own = json.loads(marker.read_text()).get("kind") == kind
+    except (OSError, ValueError, AttributeError):
+        own = False
+    if not own:
+        what = "an edgeprune run" if (out / MANIFEST).is_file() and not marker.exists() else "not empty"
+        raise RunDirError(f"{out} exists and is {what}, not an earlier {kind} output; choose a new or empty "
+                          f"directory for -o (edgeprune never deletes files it did not write)")
+
+
+@contextlib.contextmanager
+def staged_dir(out: Path, kind: str):
+    """Yield a temp dir beside ``out``; on success it replaces ``out`` (only if ``out`` is absent, empty or
+    this kind's own earlier output), on error it is removed. ``out`` is locked meanwhile."""
+    out = Path(out).expanduser().resolve()
+    with RunLock(out):
+        check_output_dir(out, kind)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        try:
+            yield tmp
+            atomic_write_bytes(tmp / OUTPUT_MARKER, (json.dumps({"kind": kind, "edgeprune": __version__}) + "\n").encode())
+            os.chmod(tmp, 0o777 & ~_umask())
+            check_output_dir(out, kind)
+            old = None
+            if out.exists():
+                old = out.parent / f".{out.name}.old"
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(out, old)
+            os.replace(tmp, out)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def _umask() -> int:
@@ -76,17 +210,29 @@ def _cpu() -> dict:
 
 
 class Run:
+    """A run being built (``compress``): staged in ``.NAME.partial``, locked until ``complete`` or ``close``."""
+
     def __init__(self, path: str | Path, recipe: dict, resume: bool = False):
         self.final = Path(path).expanduser().resolve()
         self.staging = self.final.parent / f".{self.final.name}.partial"
         self.recipe = recipe
         self.recipe_hash = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+        self.lock = RunLock(self.final).acquire()  # before looking at anything: another process may own it
+        try:
+            self._open(resume)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self, resume: bool) -> None:
         if self.final.exists() and not resume:
             raise RunDirError(f"run directory {self.final} exists; pass --resume to continue it or choose another -o")
         if self.final.exists() and not (self.final / MANIFEST).is_file():
             raise RunDirError(f"{self.final} exists but is not an edgeprune run (no {MANIFEST})")
         self.final.parent.mkdir(parents=True, exist_ok=True)
         if resume and self.final.exists():
+            recover_update(self.final)
+            self._check_recipe(read_manifest(self.final))  # a finished run made otherwise is left where it is
             shutil.rmtree(self.staging, ignore_errors=True)
             os.replace(self.final, self.staging)
         elif not resume:
@@ -94,19 +240,23 @@ class Run:
         self.staging.mkdir(parents=True, exist_ok=True)
         self.manifest = self._load_or_new()
 
+    def close(self) -> None:
+        """Release the run's lock (``complete`` does it too); a run left unfinished stays for --resume."""
+        self.lock.release()
+
     @property
     def dir(self) -> Path:
         return self.staging
 
+    def _check_recipe(self, manifest: dict) -> None:
+        if manifest.get("recipe_hash") != self.recipe_hash:
+            raise RunDirError(f"cannot resume {self.final}: it was made with a different recipe; use a new -o")
+
     def _load_or_new(self) -> dict:
         mpath = self.staging / MANIFEST
         if mpath.is_file():
-            manifest = json.loads(mpath.read_text())
-            if manifest.get("recipe_hash") != self.recipe_hash:
-                self._restore()
-                raise RunDirError(
-                    f"cannot resume {self.final}: it was made with a different recipe; use a new -o"
-                )
+            manifest = read_manifest(self.staging)
+            self._check_recipe(manifest)
             return manifest
         return {
             "edgeprune": __version__,
@@ -119,13 +269,6 @@ class Run:
             "stages": {},
             "artifacts": {},
         }
-
-    def _restore(self) -> None:
-        """Put a finished run that we moved aside for resuming back where it was."""
-        if not self.final.exists() and (self.staging / MANIFEST).is_file():
-            done = json.loads((self.staging / MANIFEST).read_text()).get("complete")
-            if done:
-                os.replace(self.staging, self.final)
 
     # artifacts -------------------------------------------------------------------------------
     def path(self, rel: str) -> Path:
@@ -163,13 +306,15 @@ class Run:
     def done(self, stage: str) -> bool:
         """True when ``stage`` finished before and all its artifacts still have their recorded hash."""
         info = self.manifest["stages"].get(stage)
-        if not info or not info.get("done"):
-            return False
-        for rel in info.get("artifacts", []):
-            p = self.path(rel)
-            if not p.is_file() or sha256_file(p) != self.manifest["artifacts"].get(rel):
-                return False
-        return True
+        return bool(info and info.get("done")) and self.stale(stage) is None
+
+    def stale(self, stage: str) -> str | None:
+        """Why a stage that finished before must be rebuilt (an artifact missing or changed), else None."""
+        for rel in self.manifest["stages"].get(stage, {}).get("artifacts", []):
+            problem = artifact_problem(self.staging, self.manifest, rel)
+            if problem:
+                return problem
+        return None
 
     def results(self, stage: str) -> dict:
         return self.manifest["stages"][stage].get("results", {})
@@ -196,6 +341,7 @@ class Run:
         self.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.save_manifest()
         os.replace(self.staging, self.final)
+        self.close()
         return self.final
 
 
@@ -203,4 +349,160 @@ def read_manifest(run_dir: str | Path) -> dict:
     p = Path(run_dir).expanduser() / MANIFEST
     if not p.is_file():
         raise RunDirError(f"{run_dir} is not an edgeprune run directory (no {MANIFEST})")
-    return json.loads(p.read_text())
+    try:
+        manifest = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RunDirError(f"{p} cannot be read as JSON ({type(e).__name__}); the run is damaged") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts", {}), dict):
+        raise RunDirError(f"{p} is not an edgeprune manifest")
+    return manifest
+
+
+# --- integrity ------------------------------------------------------------------------------------
+
+def artifact_problem(run_dir: Path, manifest: dict, rel: str) -> str | None:
+    """What is wrong with artifact ``rel`` of a run (missing, unrecorded, or not its recorded sha256)."""
+    p = Path(run_dir) / rel
+    want = manifest.get("artifacts", {}).get(rel)
+    if want is None:
+        return f"{rel} is not recorded in the run's manifest"
+    if not p.is_file():
+        return f"{rel} is missing"
+    if sha256_file(p) != want:
+        return f"{rel} differs from the sha256 in the run's manifest (changed or corrupted since it was written)"
+    return None
+
+
+def verify_artifact(run_dir: str | Path, manifest: dict, rel: str) -> str:
+    """Check artifact ``rel`` against the manifest before reading it; returns its (actual) sha256."""
+    problem = artifact_problem(Path(run_dir), manifest, rel)
+    if problem:
+        raise RunDirError(f"{Path(run_dir) / rel}: {problem.split(' ', 1)[1]}; rerun `edgeprune compress ... "
+                          f"--resume` on the run to rebuild it")
+    return manifest["artifacts"][rel]
+
+
+# --- updating a finished run in place ------------------------------------------------------------
+
+COMMIT = "COMMIT"  # the journal: the list of staged files, written last; its presence means "swap them in"
+
+
+def update_dir(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir).expanduser().resolve()
+    return run_dir.parent / f".{run_dir.name}.update"
+
+
+def recover_update(run_dir: str | Path) -> None:
+    """Finish an update that was committed but interrupted while swapping its files in, or drop one that never
+    committed (the run was not touched). Call it with the run's lock held."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    stage = update_dir(run_dir)
+    if not stage.exists():
+        return
+    journal = stage / COMMIT
+    if journal.is_file():
+        try:
+            rels = json.loads(journal.read_text())
+        except (OSError, ValueError):
+            rels = None
+        if isinstance(rels, list):
+            _swap_in(run_dir, stage, rels)
+            return
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _swap_in(run_dir: Path, stage: Path, rels: list[str]) -> None:
+    """Rename every staged file into the run, then the manifest; idempotent (a rerun after a kill resumes)."""
+    for rel in rels:
+        src = stage / "files" / rel
+        if src.is_file():
+            (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, run_dir / rel)
+    if (stage / MANIFEST).is_file():
+        os.replace(stage / MANIFEST, run_dir / MANIFEST)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+class RunUpdate:
+    """Add or replace files of a finished run without moving it (audit, export, bench).
+
+    Holds the run's lock; new files are written under ``.NAME.update/files/``; ``commit`` writes the new
+    manifest and the journal there, then swaps the files in. Killed before the journal is written: the run
+    is untouched and the next command that locks it drops the stage; killed after: the next one finishes it.
+    ``path`` reads the run (or this update's staged version of a file), ``tmp_path``/``write_*`` write.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir).expanduser().resolve()
+        if not (self.dir / MANIFEST).is_file() and (self.dir.parent / f".{self.dir.name}.partial").is_dir():
+            with RunLock(self.dir):  # a compress (--resume) at work names its PID; else say what to do
+                raise RunDirError(f"{run_dir} is an unfinished run; finish it with `edgeprune compress ... "
+                                  f"-o {run_dir} --resume`")
+        read_manifest(self.dir)  # an existing run, before a lock file is made beside it
+        self.lock = RunLock(self.dir).acquire()
+        try:
+            recover_update(self.dir)
+            self.manifest = read_manifest(self.dir)
+            if not self.manifest.get("complete"):
+                raise RunDirError(f"{run_dir} is not a finished run")
+            self.stage = update_dir(self.dir)
+            shutil.rmtree(self.stage, ignore_errors=True)
+            (self.stage / "files").mkdir(parents=True)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.staged: list[str] = []
+
+    def staged_path(self, rel: str) -> Path:
+        p = self.stage / "files" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def path(self, rel: str) -> Path:
+        """Where ``rel`` is read from: this update's new version if it wrote one, else the run's file."""
+        return self.stage / "files" / rel if rel in self.staged else self.dir / rel
+
+    def tmp_path(self, rel: str) -> Path:
+        return self.staged_path(rel)
+
+    def commit(self, rel: str) -> Path:
+        """Register a file written at ``tmp_path(rel)`` (as ``Run.commit`` does)."""
+        p = self.staged_path(rel)
+        self.manifest["artifacts"][rel] = sha256_file(p)
+        if rel not in self.staged:
+            self.staged.append(rel)
+        return p
+
+    def write_bytes(self, rel: str, data: bytes) -> Path:
+        atomic_write_bytes(self.staged_path(rel), data)
+        return self.commit(rel)
+
+    def write_json(self, rel: str, obj: Any) -> Path:
+        return self.write_bytes(rel, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+    def write_text(self, rel: str, text: str) -> Path:
+        return self.write_bytes(rel, text.encode())
+
+    def save(self) -> None:
+        """Swap the staged files and the updated manifest into the run (all or, after a kill, on recovery)."""
+        atomic_write_bytes(self.stage / MANIFEST, (json.dumps(self.manifest, indent=2) + "\n").encode())
+        atomic_write_bytes(self.stage / COMMIT, json.dumps(self.staged).encode())
+        _swap_in(self.dir, self.stage, self.staged)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> RunUpdate:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.save()
+            else:
+                self.abort()
+        finally:
+            self.close()

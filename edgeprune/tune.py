@@ -168,8 +168,7 @@ def _guarded(args) -> dict:
 
 def tune(base, space: Space, budget: Budget, out: str | Path, search: str = "grid", jobs: int = 1,
          log=print) -> dict:
-    from edgeprune import api
-    from edgeprune.run import atomic_write_bytes
+    from edgeprune.run import RunLock
 
     budget.check()
     if search not in ("grid", "halving"):
@@ -182,6 +181,15 @@ def tune(base, space: Space, budget: Budget, out: str | Path, search: str = "gri
     for p in points:  # every configuration is checked before anything runs
         trial_recipe(base, p, "unused")
     out = Path(out)
+    with RunLock(out):  # one tune per directory (each trial locks its own run directory too)
+        return _tune_locked(base, space, budget, out, search, jobs, points, log)
+
+
+def _tune_locked(base, space: Space, budget: Budget, out: Path, search: str, jobs: int, points: list[dict],
+                 log) -> dict:
+    from edgeprune import api
+    from edgeprune.run import atomic_write_bytes
+
     out.mkdir(parents=True, exist_ok=True)
     dense_dir = out / "dense"
     if base.weights is None:

@@ -106,7 +106,9 @@ def test_export_command_writes_the_block_sparse_model(tmp_path):
     info = json.loads((run / "export" / "export.json").read_text())
     assert info["files"]["model.bsr.onnx"]["block_sparse_layers"] and info["files"]["model.bsr.onnx"]["passed"]
     res = runner.invoke(app, ["export", str(run), "--dense"])
-    assert "model.bsr.onnx" not in json.loads((run / "export" / "export.json").read_text())["files"]
+    info = json.loads((run / "export" / "export.json").read_text())
+    assert "model.bsr.onnx" not in info["written"]  # this export made none; the earlier one's file stays
+    assert info["files"]["model.bsr.onnx"]["block_sparse_layers"]
 
 
 def test_bundle_of_a_block_sparse_model_falls_back_to_dense_without_plugin_sources(tmp_path):

@@ -116,7 +116,7 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
     from edgeprune.quant.ptq import quantize_int8
 
     out = Path(out).expanduser().resolve()
-    with staged_dir(out) as tmp:
+    with staged_dir(out, "bundle") as tmp:
         fp32 = export_onnx(model, in_shape, tmp / "model.fp32.onnx", opset=opset, dynamic_batch=dynamic_batch,
                            batch=batch)
         with torch.no_grad():

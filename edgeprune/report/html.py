@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edgeprune.errors import RunDirError
 from edgeprune.report.tables import latest_entry
+from edgeprune.run import read_manifest, verify_artifact
 
 
 def _plt():
@@ -30,7 +31,10 @@ def collect(run_dirs: list[str | Path]) -> dict:
         missing = [p.name for p in need if not p.is_file()]
         if missing:
             raise RunDirError(f"{d} is not a finished edgeprune run (missing {', '.join(missing)})")
-        man, audit, bench = (json.loads(p.read_text()) for p in need)
+        man = read_manifest(d)
+        for rel in ("audit.json", "bench.json"):  # what the report reads, checked against the manifest
+            verify_artifact(d, man, rel)
+        audit, bench = (json.loads(p.read_text()) for p in need[1:])
         prune = man["stages"]["prune"]["results"]
         backends = sorted({e["backend"] for e in bench.get("entries", [])})
         variants = []
@@ -45,6 +49,8 @@ def collect(run_dirs: list[str | Path]) -> dict:
                     if "p50_ms" in r:
                         lat[f"{b}/b{r['batch']}"] = {"p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"]}
             artifact = a.get("artifact")
+            if artifact and artifact in man.get("artifacts", {}):
+                verify_artifact(d, man, artifact)
             variants.append({
                 "variant": label,
                 "onnx_kb": round((d / artifact).stat().st_size / 1024, 1) if artifact and (d / artifact).is_file() else None,
@@ -227,15 +233,34 @@ def write_report(run_dirs: list[str | Path], out_html: str | Path) -> dict[str, 
     out_html = Path(out_html)
     if out_html.suffix != ".html":
         raise RunDirError(f"-o must name an .html file, got {out_html}")
-    data = collect(run_dirs)
-    images = plots(data)
     stem = out_html.with_suffix("")
     plot_dir = Path(f"{stem}_plots")
+    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
+    for target in (out_html, md, js, plot_dir):
+        _refuse_run_file(target, out_html)
+    data = collect(run_dirs)
+    images = plots(data)
     plot_dir.mkdir(parents=True, exist_ok=True)
     for k, v in images.items():
         atomic_write_bytes(plot_dir / f"{k}.png", base64.b64decode(v))
     atomic_write_bytes(out_html, render_html(data, images).encode())
-    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
     atomic_write_bytes(md, render_markdown(data, plot_dir.name).encode())
     atomic_write_bytes(js, (json.dumps(data, indent=2) + "\n").encode())
     return {"html": out_html, "markdown": md, "json": js, "plots": plot_dir}
+
+
+def _refuse_run_file(target: Path, out_html: Path) -> None:
+    """The report never overwrites a file of an edgeprune run (its manifest or an artifact it lists), e.g.
+    ``-o RUN/report.html`` next to the run's own report.md / report.json."""
+    target = target.expanduser().resolve()
+    for parent in target.parents:
+        if (parent / "manifest.json").is_file():
+            try:
+                man = read_manifest(parent)
+            except RunDirError:
+                continue
+            rel = target.relative_to(parent).as_posix()
+            if rel == "manifest.json" or rel in man.get("artifacts", {}) or (target.is_dir() and any(
+                    a.startswith(rel + "/") for a in man.get("artifacts", {}))):
+                raise RunDirError(f"-o {out_html} would overwrite {target}, which belongs to the run {parent}; "
+                                  f"choose another name (e.g. {parent / 'summary.html'})")

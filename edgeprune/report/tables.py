@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 
-def build_report(manifest: dict, run_dir: Path) -> dict:
-    audit = json.loads((run_dir / "audit.json").read_text())
-    bench_file = json.loads((run_dir / "bench.json").read_text())
+def build_report(manifest: dict, run_dir: Path, path=None) -> dict:
+    """``path(rel)`` says where to read artifact ``rel`` (a run being built or updated stages new files)."""
+    path = path or (lambda rel: run_dir / rel)
+    audit = json.loads(path("audit.json").read_text())
+    bench_file = json.loads(path("bench.json").read_text())
     bench = latest_entry(bench_file, "ort-cpu")
     prune = manifest["stages"]["prune"]["results"]
     rows = []
@@ -20,7 +22,7 @@ def build_report(manifest: dict, run_dir: Path) -> dict:
         rows.append({
             "variant": label,
             "artifact": rel,
-            "onnx_kb": round((run_dir / rel).stat().st_size / 1024, 1),
+            "onnx_kb": round(path(rel).stat().st_size / 1024, 1),
             "params": prune["params_dense"] if dense else prune["params_pruned"],
             "macs": prune["macs_dense"] if dense else prune["macs_pruned"],
             "train_accuracy": a["train_accuracy"],
