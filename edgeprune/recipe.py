@@ -84,6 +84,8 @@ class AuditConfig:
     max_samples: int = 5000  # candidates per side (members / non-members)
     population: int = 2000  # pool samples for RMIA
     bootstrap: int = 200  # resamples for the 95% confidence intervals
+    threat: str = "adaptive"  # adaptive | non-adaptive | both (attacker models with / without the defense)
+    seeds: int = 1  # trained targets whose figures are averaged (the run's own + seeds - 1 retrained)
 
 
 @dataclass

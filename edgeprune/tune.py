@@ -62,7 +62,9 @@ class Budget:
             out.append(f"accuracy drop {m['acc_drop_points']:.2f} > {self.max_acc_drop} points")
         if self.max_auc is not None and m["auc"] > self.max_auc + 1e-9:
             out.append(f"AUC {m['auc']:.3f} > {self.max_auc}")
-        if self.max_tpr is not None and m["tpr_at_0.1"] > self.max_tpr + 1e-9:
+        if self.max_tpr is not None and m["tpr_at_0.1"] is None:
+            out.append("TPR@0.1%FPR below resolution (too few non-members to check the budget)")
+        elif self.max_tpr is not None and m["tpr_at_0.1"] > self.max_tpr + 1e-9:
             out.append(f"TPR@0.1%FPR {m['tpr_at_0.1']:.3f} > {self.max_tpr}")
         return out
 
@@ -95,12 +97,13 @@ def metrics(report: dict) -> dict:
     if not attacks:
         raise ConfigError("tune needs an audit in every trial (recipe audit.attacks is empty)")
     auc = max(a["auc"] for a in attacks.values())
-    tpr = max(a["tpr@0.001fpr"] for a in attacks.values())
+    resolved = [a["tpr@0.001fpr"] for a in attacks.values() if a["tpr@0.001fpr"] is not None]
+    tpr = max(resolved) if resolved else None  # None: below resolution for every attack
     lat = final["latency"].get("1") or next(iter(final["latency"].values()))
     return {
         "variant": final["variant"], "accuracy": final["test_accuracy"], "dense_accuracy": dense["test_accuracy"],
         "acc_drop_points": 100.0 * (dense["test_accuracy"] - final["test_accuracy"]),
-        "auc": auc, "tpr_at_0.1": tpr, "strongest_attack": max(attacks, key=lambda k: attacks[k]["auc"]),
+        "auc": auc, "tpr_at_0.1": tpr, "strongest_attack": final.get("strongest_attack") or max(attacks, key=lambda k: attacks[k]["auc"]),
         "dense_auc": max((a["auc"] for a in dense.get("attacks", {}).values()), default=None),
         "latency_ms": lat["p50_ms"], "speedup": lat.get("speedup_vs_dense"), "onnx_kb": final["onnx_kb"],
     }
@@ -110,7 +113,7 @@ def pareto(trials: list[dict]) -> list[int]:
     """Indices of the trials no other trial beats on every one of latency, accuracy, AUC and TPR@0.1%."""
     def key(t):
         m = t["metrics"]
-        return (m["latency_ms"], -m["accuracy"], m["auc"], m["tpr_at_0.1"])
+        return (m["latency_ms"], -m["accuracy"], m["auc"], 1.0 if m["tpr_at_0.1"] is None else m["tpr_at_0.1"])
 
     pts = [(i, key(t)) for i, t in enumerate(trials) if t.get("metrics")]
     front = []
@@ -242,6 +245,8 @@ def tune(base, space: Space, budget: Budget, out: str | Path, search: str = "gri
 def _rank(t: dict, budget: Budget):
     key, lower = OBJECTIVES[budget.objective]
     v = t["metrics"][key]
+    if v is None:  # a figure below resolution cannot be ranked: last
+        v = float("inf") if lower else float("-inf")
     return (0 if t["feasible"] else 1, v if lower else -v, t["metrics"]["auc"])
 
 

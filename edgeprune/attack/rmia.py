@@ -8,6 +8,7 @@ x is the fraction of population samples z with (p(x|target) / Pr(x)) / (p(z|targ
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from edgeprune.attack.base import AttackInputs, register
@@ -27,8 +28,9 @@ def rmia_scores(p_x: np.ndarray, pr_x: np.ndarray, p_z: np.ndarray, pr_z: np.nda
     # fraction of z with ratio_x / ratio_z > gamma  <=>  ratio_z < ratio_x / gamma
     frac = np.searchsorted(ratio_z, ratio_x / gamma, side="left") / len(ratio_z)
     # the fraction only takes len(z) + 1 values; break its ties by ratio_x itself (the fraction is monotone
-    # in ratio_x, so this changes no order, it only separates candidates that saturate at 0 or 1)
-    rank = np.argsort(np.argsort(ratio_x, kind="stable"), kind="stable") + 1
+    # in ratio_x, so this changes no order, it only separates candidates that saturate at 0 or 1). Equal
+    # ratios get their average rank: equal scores, never an order taken from the candidates' positions.
+    rank = rankdata(ratio_x, method="average")
     return frac + rank / (len(ratio_x) + 1) / (len(ratio_z) + 1)
 
 
