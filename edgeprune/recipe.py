@@ -151,6 +151,9 @@ class Recipe:
             raise ConfigError("audit shadows and references must be >= 0")
         if self.audit.references == 1:
             raise ConfigError("audit references must be 0 or at least 2 (LiRA needs IN and OUT references)")
+        if self.audit.threat not in ("adaptive", "non-adaptive", "both") or self.audit.seeds < 1:
+            raise ConfigError(f"audit threat must be adaptive, non-adaptive or both and seeds >= 1, got "
+                              f"{self.audit.threat!r} and {self.audit.seeds}")
         if not self.bench.batches or any(b < 1 for b in self.bench.batches):
             raise ConfigError(f"bench batches must be positive, got {self.bench.batches}")
         if self.version != RECIPE_VERSION:

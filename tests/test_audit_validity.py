@@ -189,3 +189,44 @@ def test_the_strongest_attack_is_one_attack_with_its_own_figures():
     cells = row_cells(report)[0]
     i = cells.index("lira-online")
     assert cells[i + 1:i + 3] == ["0.950", "0.204"]  # lira-online's AUC, not loss's 0.981
+
+
+def test_presets_set_counts_unless_given():
+    from edgeprune.attack.audit import AuditPlan, with_preset
+
+    p = with_preset(AuditPlan(["all"]), "thorough", {"shadows": None, "references": None, "seeds": None})
+    assert (p.shadows, p.references, p.seeds, p.preset) == (4, 16, 3, "thorough")
+    p = with_preset(AuditPlan(["all"]), "quick", {"shadows": 0, "references": None, "seeds": None})
+    assert (p.shadows, p.references, p.seeds, p.preset) == (0, 4, 1, "quick")
+
+
+def test_tune_chooses_on_the_validation_split_and_reports_the_audit(tmp_path, monkeypatch):
+    """Two configurations whose audited non-members and validation split disagree: the choice follows the
+    validation split (what the defender may look at), the reported figures stay the audit's."""
+    from edgeprune import tune as T
+    from edgeprune.recipe import Recipe
+
+    def fake_execute(args, jobs, label, log):
+        out = []
+        for recipe, path, _ in args:
+            s = recipe["prune"]["sparsity"]
+            audited, validation = (0.70, 0.90) if s == 0.3 else (0.80, 0.60)
+            row = {"variant": "pruned+int8", "test_accuracy": 0.8, "onnx_kb": 10.0,
+                   "attacks": {"loss": {"auc": audited, "tpr@0.001fpr": 0.01}},
+                   "validation": {"n": 500, "accuracy": 0.8, "max_auc": validation, "max_tpr@0.001fpr": 0.01},
+                   "latency": {"1": {"p50_ms": 1.0, "speedup_vs_dense": 1.0}}}
+            dense = {"variant": "dense", "test_accuracy": 0.85, "attacks": {"loss": {"auc": 0.9}},
+                     "validation": {"n": 500, "accuracy": 0.85, "max_auc": 0.9, "max_tpr@0.001fpr": 0.02}}
+            out.append({"dir": path, "report": {"rows": [dense, row]}})
+        return out
+
+    monkeypatch.setattr(T, "_execute", fake_execute)
+    base = Recipe()
+    base.weights = str(tmp_path / "w.safetensors")
+    res = T.tune(base, T.Space(sparsity=[0.3, 0.6]), T.Budget(objective="auc"), tmp_path / "t")
+    chosen = next(t for t in res["trials"] if t["id"] == res["chosen"])
+    assert chosen["config"]["sparsity"] == 0.6  # lower leakage on the validation split
+    assert chosen["metrics"]["auc"] == 0.80 and chosen["metrics"]["selection"]["auc"] == 0.60
+    res = T.tune(base, T.Space(sparsity=[0.3, 0.6]), T.Budget(max_auc=0.75), tmp_path / "t2")
+    feasible = {t["config"]["sparsity"] for t in res["trials"] if t["feasible"]}
+    assert feasible == {0.6}  # budgets too are checked on the validation split

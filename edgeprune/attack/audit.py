@@ -170,6 +170,35 @@ def population_indices(pool: np.ndarray, defender_ref: np.ndarray, n: int, seed:
     return np.sort(np.random.default_rng(seed + 31).choice(rest, min(n, rest.size), replace=False))
 
 
+def validation_indices(pool: np.ndarray, defender_ref: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Held-out samples for *choosing* between configurations (tune, benchmarks): pool samples the target
+    never trained on (its reference data excluded), so that the audited non-members only report."""
+    rest = np.setdiff1d(pool, defender_ref)
+    if rest.size == 0:
+        return np.array([], int)
+    return np.sort(np.random.default_rng(seed + 47).choice(rest, min(int(n), rest.size), replace=False))
+
+
+def validation_block(attacks: list[str], member_sig: Signals, cand: Candidates, val_sig: Signals,
+                     plan: AuditPlan) -> dict:
+    """Accuracy and the attacks that need no attacker models on members vs validation samples: the
+    figures a configuration search selects on (never the audited non-members)."""
+    mem = Signals(member_sig.logits[cand.is_member], member_sig.labels[cand.is_member])
+    joined = _concat([mem, val_sig])
+    is_member = np.r_[np.ones(len(mem.labels), bool), np.zeros(len(val_sig.labels), bool)]
+    res = {}
+    for name in attacks:
+        atk = ATTACKS.get(name)
+        if atk.needs:
+            continue
+        m = attack_metrics(is_member, atk.fn(AttackInputs(joined, seed=plan.seed)))
+        res[name] = {k: m[k] for k in ("auc", "tpr@0.01fpr", "tpr@0.001fpr")}
+    return {"n": int(len(val_sig.labels)), "accuracy": float(val_sig.correct.mean()), "attacks": res,
+            "max_auc": max((r["auc"] for r in res.values()), default=None),
+            "max_tpr@0.001fpr": max((r["tpr@0.001fpr"] for r in res.values() if r["tpr@0.001fpr"] is not None),
+                                    default=None)}
+
+
 def pick_candidates(split, max_samples: int, seed: int) -> Candidates:
     rng = np.random.default_rng(seed + 17)
     mem = split.members if split.members.size <= max_samples else np.sort(rng.choice(split.members, max_samples, replace=False))
@@ -261,6 +290,9 @@ def run_audit(
     # --- target signals (the run's own target, then --seeds retrained ones) -------------------------
     t0 = time.perf_counter()
     tsig = [{v: cache.signals(p, xc, yc, ck, with_sens, seed=plan.seed) for v, p in targets.items()}]
+    val_idx = validation_indices(split.pool, target_ref, cand.is_member.sum(), plan.seed)
+    vk = sample_key(val_idx, "validation")
+    vsig = {v: cache.signals(p, ds.x[val_idx], ds.y[val_idx], vk) for v, p in targets.items()} if val_idx.size else {}
     tpop = [{v: cache.signals(p, ds.x[pop_idx], ds.y[pop_idx], pk) for v, p in targets.items()} if want_refs else {}]
     timing["signals_s"] += time.perf_counter() - t0
 
@@ -312,6 +344,8 @@ def run_audit(
         "timing": {k: round(v, 3) for k, v in timing.items()},
         "cache": {"hits": cache.hits, "misses": cache.misses},
     }
+    for v in vsig:  # selection figures (tune, benchmarks): members vs held-out validation samples
+        out["variants"][v]["validation"] = validation_block(attacks, tsig[0][v], cand, vsig[v], plan)
     if len(by_threat) > 1:
         out["threats"] = by_threat
         out["threat_comparison"] = _compare_threats(by_threat, plan.seeds)

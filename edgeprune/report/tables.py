@@ -33,6 +33,7 @@ def build_report(manifest: dict, run_dir: Path) -> dict:
                             "tpr_at_fpr": v.get("tpr_at_fpr", {})} for k, v in a["attacks"].items()},
             # one attack and its own figures (metrics.strongest: highest TPR@0.1%FPR within resolution,
             # ties by AUC)
+            "validation": a.get("validation"),  # what a configuration search selects on
             "strongest_attack": strongest,
             "strongest_auc": a["attacks"][strongest]["auc"] if strongest else None,
             "strongest_tpr@0.001fpr": a["attacks"][strongest]["tpr@0.001fpr"] if strongest else None,
