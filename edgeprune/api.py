@@ -609,7 +609,7 @@ def bench(target: str | Path, backends: list[str], batches: list[int], threads: 
 
 def audit_model(target: str, data: str, model: str | None = None, weights: str | None = None,
                 membership: str = "train-test", seed: int = 0, attacks: list[str] | None = None,
-                shadows: int | None = 0, references: int | None = 0, out: str | Path | None = None,
+                shadows: int | None = None, references: int | None = None, out: str | Path | None = None,
                 recipe_path: str | None = None, log=print, threat: str = "adaptive", seeds: int | None = None,
                 preset: str | None = None) -> tuple[Path, dict]:
     """Audit a model that was not made by ``compress``: an ONNX file, or a zoo / user model with weights.

@@ -29,6 +29,15 @@ def _tpr_cell(res: dict, key: str) -> str:
     return _ci(res, key)
 
 
+def _significance(d: dict | None) -> str:
+    """A paired difference: '*' only when a paired t-test across seeds says so."""
+    if not d or d.get("diff") is None:
+        return "-"
+    if d.get("p") is None:
+        return f"{d['diff']:+.3f} (1 seed)"
+    return f"{d['diff']:+.3f} *" if d["significant"] else f"{d['diff']:+.3f} n.s."
+
+
 def models_text(audit: dict) -> str:
     preset = audit.get("preset") or "custom"
     return (f"preset {preset}: {audit.get('seeds', {}).get('count', 1)} target(s), "
@@ -48,10 +57,14 @@ def _variant_table(audit: dict, v: str, info: dict, threat: str):
               caption=f"attack acc: at the attacker's own threshold (shadows, or a reference playing the target); "
                       f"oracle: best threshold on the target's labels (an upper bound). TPR@x% (<=k FP): k false "
                       f"positives allowed; 'below res.' = k < {MIN_FALSE_POSITIVES} with n_neg={n_neg}. "
-                      f"T/S/R: targets / shadows / references behind the row.")
+                      f"T/S/R: targets / shadows / references behind the row. * = significant (paired t-test "
+                      f"across seeds, p < 0.05); n.s. = no measurable difference.")
     cols = ["attack", "AUC [95% CI]", "attack acc", "oracle acc"]
     cols += [f"TPR@{100 * p:g}% (<={fp_budget(p, n_neg)} FP)" for p in FPR_POINTS]
     cols.append("T/S/R")
+    vs = info.get("vs_dense")
+    if vs is not None:
+        cols.append("AUC vs dense")
     if seeds:
         cols += ["AUC over seeds", "TPR@0.1% over seeds"]
     cols.append("note")
@@ -64,6 +77,8 @@ def _variant_table(audit: dict, v: str, info: dict, threat: str):
         cells = [name, _ci(r, "auc"), acc, f"{r['oracle_balanced_accuracy']:.3f}"]
         cells += [_tpr_cell(r, k) for k in TPR_KEYS]
         cells.append(f"{m.get('targets', 1)}/{m.get('shadows', 0)}/{m.get('references', 0)}")
+        if vs is not None:
+            cells.append(_significance(vs.get(name, {}).get("auc")))
         if seeds:
             cells += [_seeds(r, "auc"), _seeds(r, "tpr@0.001fpr")]
         cells.append(r.get("note") or ("" if r.get("attack_accuracy") is not None

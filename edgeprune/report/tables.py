@@ -51,6 +51,9 @@ def build_report(manifest: dict, run_dir: Path) -> dict:
         "quant": manifest["recipe"]["quant"]["mode"],
         "bench": {"backend": bench["backend"], "threads": bench["threads"], "machine": bench_file["machine"]},
         "rows": rows,
+        "audit": {"preset": audit.get("preset"), "threat": audit.get("threat", "adaptive"),
+                  "seeds": audit.get("seeds", {}).get("count", 1), "shadows": audit["shadows"]["used"],
+                  "references": audit["references"]["used"], "nonmembers": audit["candidates"]["nonmembers"]},
     }
 
 
@@ -103,8 +106,13 @@ def to_markdown(report: dict) -> str:
         f"non-members {report['split']['nonmembers']} (split hash `{report['split']['hash'][:12]}`).",
         f"Latency: {report['bench']['backend']}, {report['bench']['threads']} thread(s), "
         f"{report['bench']['machine']['cpu']}. Attacks run on the exported ONNX artifacts.",
-        "",
     ]
+    if "audit" in report:
+        a = report["audit"]
+        lines.append(f"Audit: preset {a['preset'] or 'custom'}, threat model {a['threat']}, {a['seeds']} target(s), "
+                     f"{a['shadows']} shadow(s), {a['references']} reference(s), {a['nonmembers']} non-members. "
+                     "Strongest attack: highest TPR@0.1%FPR within resolution, ties by AUC.")
+    lines.append("")
     cols = columns(report)
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
