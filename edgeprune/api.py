@@ -620,7 +620,14 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     training settings (dense only: the attacker does not know how the model was compressed)."""
     import torch
 
-    from edgeprune.attack.audit import AuditPlan, ModelFactory, check_plan, pipeline_key, run_audit, with_preset
+    from edgeprune.attack.audit import (
+        AuditPlan,
+        ModelFactory,
+        check_plan,
+        pipeline_key,
+        run_audit,
+        with_preset,
+    )
     from edgeprune.attack.signals import SignalCache, onnx_predictor, torch_predictor
     from edgeprune.data import load_dataset, make_split, split_train_test
     from edgeprune.models import build_model, check_fits, load_weights

@@ -4,7 +4,13 @@ from sklearn.metrics import roc_auc_score
 
 from edgeprune.attack.audit import ATTACKS, resolve_attacks
 from edgeprune.attack.base import AttackInputs, References, ShadowSet
-from edgeprune.attack.metrics import METRIC_KEYS, _weighted_metrics, attack_metrics, bootstrap_ci, per_class_auc
+from edgeprune.attack.metrics import (
+    METRIC_KEYS,
+    _weighted_metrics,
+    attack_metrics,
+    bootstrap_ci,
+    per_class_auc,
+)
 from edgeprune.attack.signals import Signals, sensitivity, true_class_logit_gap
 
 

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from edgeprune.attack.audit import ATTACKS, check_plan, defender_reference, pipeline_key, population_indices, shadow_samples
+from edgeprune.attack.audit import (
+    ATTACKS,
+    check_plan,
+    defender_reference,
+    pipeline_key,
+    population_indices,
+    shadow_samples,
+)
 from edgeprune.attack.base import AttackInputs, References, ShadowSet, attacker_threshold
 from edgeprune.attack.metrics import attack_metrics, bootstrap_ci, strongest
 from edgeprune.attack.signals import Signals

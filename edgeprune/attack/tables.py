@@ -6,7 +6,6 @@ positives a TPR rests on ("below resolution" when too few), and across-seed spre
 from __future__ import annotations
 
 
-
 def _ci(res: dict, key: str, digits: int = 3) -> str:
     ci = res.get("ci95", {}).get(key)
     if res.get(key) is None:
@@ -104,9 +103,10 @@ def _threat_table(audit: dict, v: str):
     for name in a:
         if name not in b:
             continue
-        star = lambda k: "*" if cmp.get(name, {}).get(k, {}).get("significant") else ""  # noqa: E731
-        t.add_row(name, f(a[name].get("attack_accuracy")), f(b[name].get("attack_accuracy")) + star("attack_accuracy"),
-                  f(a[name]["auc"]), f(b[name]["auc"]) + star("auc"))
+        sig = {k: "*" if d.get("significant") else "" for k, d in cmp.get(name, {}).items()}
+        star = sig.get
+        t.add_row(name, f(a[name].get("attack_accuracy")), f(b[name].get("attack_accuracy")) + star("attack_accuracy", ""),
+                  f(a[name]["auc"]), f(b[name]["auc"]) + star("auc", ""))
     return t
 
 
