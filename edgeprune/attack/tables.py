@@ -50,26 +50,30 @@ def _variant_table(audit: dict, v: str, info: dict, threat: str):
 
     seeds = audit.get("seeds", {}).get("count", 1) > 1
     n_neg = audit["candidates"]["nonmembers"]
+    rows = sorted(info["attacks"].items(), key=lambda kv: (-(kv[1]["tpr@0.001fpr"] or -1), -kv[1]["auc"]))
+    notes = [f"{name}: {r['note']}" for name, r in rows if r.get("note")]
+    notes += [f"{name}: no attack acc ({r['attack_accuracy_threshold']})" for name, r in rows
+              if r.get("attack_accuracy") is None and r.get("attack_accuracy_threshold")]
+    budgets = ", ".join(f"{100 * p:g}%: {fp_budget(p, n_neg)}" for p in FPR_POINTS)
     t = Table(title=f"{v} [{threat} attacker]: train acc {info['train_accuracy']:.3f}, test acc {info['test_accuracy']:.3f}, "
                     f"{audit['candidates']['members']} members / {n_neg} non-members; {models_text(audit)}; "
                     f"strongest: {info['strongest'] or '-'}",
-              caption=f"attack acc: at the attacker's own threshold (shadows, or a reference playing the target); "
-                      f"oracle: best threshold on the target's labels (an upper bound). TPR@x% (<=k FP): k false "
-                      f"positives allowed; 'below res.' = k < {MIN_FALSE_POSITIVES} with n_neg={n_neg}. "
-                      f"T/S/R: targets / shadows / references behind the row. * = significant (paired t-test "
-                      f"across seeds, p < 0.05); n.s. = no measurable difference.")
-    cols = ["attack", "AUC [95% CI]", "attack acc", "oracle acc"]
-    cols += [f"TPR@{100 * p:g}% (<={fp_budget(p, n_neg)} FP)" for p in FPR_POINTS]
-    cols.append("T/S/R")
-    vs = info.get("vs_dense")
+              caption="\n".join([
+                  "attack acc: at the attacker's own threshold (shadows, or a reference playing the target); oracle: "
+                  "best threshold on the target's labels (an upper bound, no attacker has it).",
+                  f"False positives allowed ({budgets}); 'below res.' = fewer than {MIN_FALSE_POSITIVES} "
+                  f"(n_neg={n_neg}). T/S/R: targets / shadows / references behind the row."
+                  + (" vs dense: * = significant (paired t-test across seeds, p < 0.05), n.s. = no measurable "
+                     "difference." if seeds else ""),
+                  *notes]))
+    cols = ["attack", "AUC [95% CI]", "attack acc", "oracle acc", "TPR@1%", "TPR@0.1%", "TPR@0.01%", "T/S/R"]
+    vs = info.get("vs_dense") if seeds else None
     if vs is not None:
         cols.append("AUC vs dense")
     if seeds:
         cols += ["AUC over seeds", "TPR@0.1% over seeds"]
-    cols.append("note")
     for c in cols:
-        t.add_column(c, justify="left" if c in ("attack", "note") else "right")
-    rows = sorted(info["attacks"].items(), key=lambda kv: (-(kv[1]["tpr@0.001fpr"] or -1), -kv[1]["auc"]))
+        t.add_column(c, justify="left" if c == "attack" else "right", min_width=9 if c.startswith("TPR") else None)
     for name, r in rows:
         m = r.get("models", {})
         acc = "-" if r.get("attack_accuracy") is None else _ci(r, "attack_accuracy")
@@ -80,8 +84,6 @@ def _variant_table(audit: dict, v: str, info: dict, threat: str):
             cells.append(_significance(vs.get(name, {}).get("auc")))
         if seeds:
             cells += [_seeds(r, "auc"), _seeds(r, "tpr@0.001fpr")]
-        cells.append(r.get("note") or ("" if r.get("attack_accuracy") is not None
-                                       else f"attack acc: {r.get('attack_accuracy_threshold')}"))
         t.add_row(*cells)
     for name, why in info["skipped"].items():
         t.add_row(f"[dim]{name}[/dim]", f"[dim]skipped: {why}[/dim]", *[""] * (len(cols) - 2))
