@@ -477,6 +477,7 @@ def _evaluate(attacks, variants, tsig, tpop, models: _AttackerModels, cand, yc, 
             per_seed = _seed_scores(atk, inputs)
             scores = per_seed[0]
             res = attack_metrics(cand.is_member, scores, thr)
+            res["attack_seconds"] = round(time.perf_counter() - ta, 3)
             res["attack_accuracy_threshold"] = how
             res["ci95"] = bootstrap_ci(cand.is_member, scores, n=plan.bootstrap, seed=plan.seed, threshold=thr)
             res["per_class_auc"] = per_class_auc(cand.is_member, scores, yc)
