@@ -4,9 +4,11 @@ Online: per-candidate IN and OUT Gaussians from reference models that did / did 
 Offline: only the OUT Gaussian, one-sided. Fixed variance: one variance shared by all candidates.
 
 Per-example variances need many references: with 2 IN and 2 OUT points the smallest estimated standard
-deviations sit at the floor and the scores explode (measured on purchase-synth, benchmarks/audit_validity.py:
-TPR@0.1%FPR 0.004 per-example vs 0.16 fixed with 4 references). Carlini et al. use per-example variances only
-with many references. So ``lira-online`` and ``lira-offline`` use the per-example variance only when every
+deviations sit at the floor and the scores explode. Measured on purchase-synth (MLP, 5,000 non-members,
+dense / 50%-pruned + int8; benchmarks/README.md "audit_validity"), TPR@0.1%FPR per-example vs fixed:
+4 references 0.003 vs 0.25 / 0.003 vs 0.11; 16 references 0.28 vs 0.47 / 0.05 vs 0.19; 32 references
+(16 per side) still 0.36 vs 0.47 / 0.20 vs 0.25. Carlini et al. use per-example variances only with many
+references (64+). So ``lira-online`` and ``lira-offline`` use the per-example variance only when every
 candidate has at least ``MIN_PER_SIDE`` references on each side they use, and the global (fixed) variance
 otherwise; the audit says which (``note``). ``-fixed`` always uses the global variance.
 """
@@ -37,7 +39,8 @@ def _logpdf(x, mean, std):
     return -0.5 * ((x - mean) / std) ** 2 - np.log(std)
 
 
-MIN_PER_SIDE = 16  # references per side (IN / OUT) below which the per-example variance is not used
+MIN_PER_SIDE = 32  # references per side (IN / OUT) below which the per-example variance is not used: at 16
+# per side it still lost to the global variance (see above), so it is used from 32 per side (64 models)
 
 
 def per_side(refs, online: bool) -> int:
