@@ -107,7 +107,8 @@ def main() -> int:
         cells = []
         for v in variants:
             r = result["leakage"][v]["attacks"].get(name)
-            cells += [f"{r['auc']:.3f}", f"{r['tpr@0.001fpr']:.3f}"] if r else ["-", "-"]
+            tpr = "below res." if r and r["tpr@0.001fpr"] is None else (r and f"{r['tpr@0.001fpr']:.3f}")
+            cells += [f"{r['auc']:.3f}", tpr] if r else ["-", "-"]
         lt.add_row(name, *cells)
     lt.add_row("test accuracy", *[x for v in variants for x in (f"{result['leakage'][v]['test_accuracy']:.3f}", "")])
     con.print(lt)

@@ -330,13 +330,13 @@ def _stage_audit(ctx: Context, run):
     return _write_audit(run, audit), {}
 
 
-def _audit_targets(ctx: Context, targets: dict, cache_dir: Path, cfg=None) -> dict:
+def _audit_targets(ctx: Context, targets: dict, cache_dir: Path, plan=None) -> dict:
     from edgeprune.attack.audit import AuditPlan, ModelFactory, pipeline_key, run_audit
     from edgeprune.attack.signals import SignalCache
 
-    cfg = cfg or ctx.recipe.audit
-    plan = AuditPlan(cfg.attacks, cfg.shadows, cfg.references, cfg.max_samples, cfg.population, cfg.bootstrap,
-                     ctx.recipe.seed)
+    cfg = ctx.recipe.audit
+    plan = plan or AuditPlan(cfg.attacks, cfg.shadows, cfg.references, cfg.max_samples, cfg.population,
+                             cfg.bootstrap, ctx.recipe.seed, cfg.threat, cfg.seeds)
     factory = ModelFactory(ctx.fresh_model, ctx.ds.in_shape, ctx.recipe,
                            pipeline_key(ctx.recipe, ctx.split.hash()), list(targets), pool=ctx.split.pool)
     return run_audit(ctx.ds, ctx.split, targets, plan, factory, SignalCache(cache_dir))
@@ -345,10 +345,10 @@ def _audit_targets(ctx: Context, targets: dict, cache_dir: Path, cfg=None) -> di
 def _write_audit(run, audit: dict) -> list[str]:
     from edgeprune.attack.plots import per_class_plot, roc_plot
 
-    run.write_json("audit.json", audit)
-    roc_plot(audit, run.tmp_path("audit_roc.png"))
-    run.commit("audit_roc.png")
+    roc_plot(audit, run.tmp_path("audit_roc.png"))  # plots first: a failure leaves the old audit in place
     per_class_plot(audit, run.tmp_path("audit_per_class.png"))
+    run.write_json("audit.json", audit)
+    run.commit("audit_roc.png")
     run.commit("audit_per_class.png")
     return ["audit.json", "audit_roc.png", "audit_per_class.png"]
 
@@ -394,12 +394,12 @@ def _stage_report(ctx: Context, run):
 
 
 def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: int | None = None,
-              references: int | None = None, on: str = "onnx", data: str | None = None, log=print) -> dict:
+              references: int | None = None, on: str = "onnx", data: str | None = None, log=print,
+              threat: str | None = None, seeds: int | None = None, preset: str | None = None) -> dict:
     """Re-audit a finished run (signals are cached in the run, so other attacks cost little). The run is
-    locked and never moved: the new audit files are staged beside it and swapped in at the end."""
-    import dataclasses
-
-    from edgeprune.attack.audit import resolve_attacks
+    locked and never moved: the new audit files are staged beside it and swapped in only when the audit
+    completes; impossible settings are refused first."""
+    from edgeprune.attack.audit import AuditPlan, check_plan, resolve_attacks, with_preset
     from edgeprune.attack.signals import torch_predictor
     from edgeprune.run import RunUpdate, verify_artifact
 
@@ -414,14 +414,11 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
         recipe = ctx.recipe
         if data is not None and data != recipe.data:
             raise ConfigError(f"run {run_dir} was made on {recipe.data!r}, not {data!r}")
-        cfg = dataclasses.replace(
-            recipe.audit,
-            attacks=attacks if attacks is not None else recipe.audit.attacks,
-            shadows=recipe.audit.shadows if shadows is None else shadows,
-            references=recipe.audit.references if references is None else references,
-        )
-        if cfg.references == 1 or cfg.references < 0 or cfg.shadows < 0:
-            raise ConfigError("--shadows must be >= 0 and --references 0 or at least 2 (LiRA needs IN and OUT references)")
+        a = recipe.audit
+        plan = with_preset(AuditPlan(attacks if attacks is not None else a.attacks, a.shadows, a.references,
+                                     a.max_samples, a.population, a.bootstrap, recipe.seed, a.threat, a.seeds), preset,
+                           {"shadows": shadows, "references": references, "threat": threat, "seeds": seeds})
+        check_plan(plan)
         if on == "onnx":
             variants, targets = _variants(ctx), _onnx_targets(ctx, up)
         else:
@@ -429,7 +426,7 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
             key = {rel: verify_artifact(up.dir, up.manifest, rel)[:16] for _, rel in variants}
             targets = {"dense": torch_predictor(load_dense(ctx, up.dir), f"torch-dense-{key[DENSE_WEIGHTS]}"),
                        "pruned": torch_predictor(load_pruned(ctx, up.dir), f"torch-pruned-{key[WEIGHTS]}")}
-        audit = _audit_targets(ctx, targets, up.dir / "audit_cache", cfg)
+        audit = _audit_targets(ctx, targets, up.dir / "audit_cache", plan)
         audit["on"] = "onnxruntime (the exported artifacts)" if on == "onnx" else "torch (fp32 modules)"
         if on == "onnx":
             audit["numerics"] = _numerics(ctx)
@@ -711,8 +708,9 @@ def _bench_locked(stack, target: Path, backends, batches, settings, host, durati
 
 def audit_model(target: str, data: str, model: str | None = None, weights: str | None = None,
                 membership: str = "train-test", seed: int = 0, attacks: list[str] | None = None,
-                shadows: int = 0, references: int = 0, out: str | Path | None = None,
-                recipe_path: str | None = None, log=print) -> tuple[Path, dict]:
+                shadows: int | None = None, references: int | None = None, out: str | Path | None = None,
+                recipe_path: str | None = None, log=print, threat: str = "adaptive", seeds: int | None = None,
+                preset: str | None = None) -> tuple[Path, dict]:
     """Audit a model that was not made by ``compress``: an ONNX file, or a zoo / user model with weights.
 
     Membership comes from the data: ``train-test`` (an npz / CIFAR-10 file's train rows are members, half of
@@ -721,7 +719,15 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     training settings (dense only: the attacker does not know how the model was compressed)."""
     import torch
 
-    from edgeprune.attack.audit import AuditPlan, ModelFactory, pipeline_key, resolve_attacks, run_audit
+    from edgeprune.attack.audit import (
+        AuditPlan,
+        ModelFactory,
+        check_plan,
+        pipeline_key,
+        resolve_attacks,
+        run_audit,
+        with_preset,
+    )
     from edgeprune.attack.signals import SignalCache, onnx_predictor, torch_predictor
     from edgeprune.data import load_dataset, make_split, split_train_test
     from edgeprune.export.check import check_fits_data, check_onnx_file
@@ -743,10 +749,12 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
         raise ConfigError(f"weights file not found: {weights}")
     if membership not in ("train-test", "split"):
         raise ConfigError(f"--membership must be train-test or split, got {membership[:40]!r}")
-    if shadows < 0 or references < 0 or references == 1:
-        raise ConfigError("--shadows must be >= 0 and --references 0 or at least 2 (LiRA needs IN and OUT references)")
     resolve_attacks(attacks or recipe.audit.attacks)
     recipe.validate(names=False)
+    cfg = recipe.audit
+    plan = with_preset(AuditPlan(attacks or cfg.attacks, 0, 0, cfg.max_samples, cfg.population, cfg.bootstrap, seed),
+                       preset, {"shadows": shadows, "references": references, "threat": threat, "seeds": seeds})
+    check_plan(plan)
     ds = load_dataset(data)
     if membership == "train-test":
         split = split_train_test(ds, seed)
@@ -773,8 +781,6 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
         recipe.model = arch
         factory = ModelFactory(lambda: build_model(arch, ds.in_shape, ds.num_classes), ds.in_shape, recipe,
                                pipeline_key(recipe, split.hash()), ["dense"])
-    cfg = recipe.audit
-    plan = AuditPlan(attacks or cfg.attacks, shadows, references, cfg.max_samples, cfg.population, cfg.bootstrap, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     cache_dir = out.parent / f".{out.name}.cache"
     audit = run_audit(ds, split, {"dense": pred}, plan, factory, SignalCache(cache_dir))
@@ -790,9 +796,9 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     from edgeprune.attack.plots import per_class_plot, roc_plot
 
     with staged_dir(out, "audit") as tmp:
-        (tmp / "audit.json").write_text(json.dumps(audit, indent=2) + "\n")
         roc_plot(audit, tmp / "audit_roc.png")
         per_class_plot(audit, tmp / "audit_per_class.png")
+        (tmp / "audit.json").write_text(json.dumps(audit, indent=2) + "\n")
     log(f"audit written to {out}")
     return out, audit
 

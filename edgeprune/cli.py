@@ -142,6 +142,9 @@ def audit(
     membership: str = typer.Option("train-test", help="non-run targets: train-test (npz / cifar10 parts) or split"),
     seed: int = typer.Option(0, help="non-run targets: seed of the split and of the attacker's models"),
     out: Path | None = typer.Option(None, "--out", "-o", help="non-run targets: audit directory"),
+    threat: str | None = typer.Option(None, help="adaptive | non-adaptive | both: attacker models with / without the defense"),
+    seeds: int | None = typer.Option(None, help="trained targets (training seeds) behind every figure: mean, sd, CI"),
+    preset: str | None = typer.Option(None, help="quick (1 shadow, 4 references, 1 seed) or thorough (4, 16, 3)"),
 ):
     """Membership-inference audit (table sorted by TPR@0.1%FPR, log-log ROC and per-class plots)."""
 
@@ -153,7 +156,8 @@ def audit(
         log = _log
         _check_audit_target(target)
         if Path(target).expanduser().is_dir():
-            result = api.audit_run(Path(target).expanduser(), names, shadows, references, on, data, log=log)
+            result = api.audit_run(Path(target).expanduser(), names, shadows, references, on, data, log=log,
+                                   threat=threat, seeds=seeds, preset=preset)
             where = Path(target)
         else:
             if data is None:
@@ -161,7 +165,8 @@ def audit(
             if out is not None:
                 _check_out(out)
             where, result = api.audit_model(target, data, model, str(weights) if weights else None, membership, seed,
-                                            names, shadows or 0, references or 0, out, log=log)
+                                            names, shadows, references, out, log=log, threat=threat or "adaptive",
+                                            seeds=seeds, preset=preset)
         con = _console()
         for table in audit_table(result):
             con.print(table)
@@ -581,7 +586,7 @@ def _tune_table(res: dict):
             t.add_row(str(tr["id"]), *conf, "-", "-", "-", "-", "-", _esc(tr.get("error", "failed")[:40]))
             continue
         t.add_row(str(tr["id"]), *conf, f"{m['accuracy']:.3f}", f"{m['acc_drop_points']:.2f}", f"{m['auc']:.3f}",
-                  f"{m['tpr_at_0.1']:.3f}", f"{m['latency_ms']:.3f}", note)
+                  "below res." if m["tpr_at_0.1"] is None else f"{m['tpr_at_0.1']:.3f}", f"{m['latency_ms']:.3f}", note)
     t.caption = ("drop: accuracy points below dense; TPR at 0.1% FPR of the strongest attack; ms: latency at "
                  "batch 1; note: * on the Pareto front, ok / no: within / outside the budget")
     return t

@@ -102,12 +102,21 @@ def quant_variant(recipe: Recipe) -> str | None:
     return {"int8": "pruned+int8", "mixed": "pruned+mixed"}.get(recipe.quant.mode)
 
 
+def reference_positions(total: int, n: int, seed: int) -> np.ndarray:
+    """Which of ``total`` samples (positions) ``split_reference`` picks: the audit keeps its evaluation
+    samples disjoint from them."""
+    if n <= 0 or total == 0:
+        return np.array([], dtype=np.int64)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(total, generator=g)[:n].sort().values.numpy()
+
+
 def split_reference(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> Reference:
     """A seeded subset of at most ``n`` samples, used as the defender's reference data."""
-    if n <= 0 or len(x) == 0:
+    idx = reference_positions(len(x), n, seed)
+    if idx.size == 0:
         return None
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(x), generator=g)[:n].sort().values
+    idx = torch.from_numpy(idx)
     return x[idx], y[idx]
 
 

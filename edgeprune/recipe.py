@@ -105,6 +105,8 @@ class AuditConfig:
     max_samples: int = 5000  # candidates per side (members / non-members)
     population: int = 2000  # pool samples for RMIA
     bootstrap: int = 200  # resamples for the 95% confidence intervals
+    threat: str = "adaptive"  # adaptive | non-adaptive | both (attacker models with / without the defense)
+    seeds: int = 1  # trained targets whose figures are averaged (the run's own + seeds - 1 retrained)
 
 
 @dataclass
@@ -212,6 +214,11 @@ class Recipe:
             raise ConfigError(f"bench.threads must be in [0, 1024] (0 lets onnxruntime choose), got {short(self.bench.threads)}")
         if self.bench.warmup_s < 0 or self.bench.duration_s <= 0 or self.bench.min_runs < 1:
             raise ConfigError("bench warmup_s must be >= 0, duration_s > 0 and min_runs >= 1")
+        if self.audit.threat not in ("adaptive", "non-adaptive", "both") or self.audit.seeds < 1:
+            raise ConfigError(f"audit threat must be adaptive, non-adaptive or both and seeds >= 1, got "
+                              f"{short(self.audit.threat)} and {short(self.audit.seeds)}")
+        if self.version != RECIPE_VERSION:
+            raise ConfigError(f"recipe version {short(self.version)} is not supported (this edgeprune reads {RECIPE_VERSION})")
         if names:
             self._check_names()
         return self

@@ -5,6 +5,11 @@ The dense model is trained once (``OUT/dense``); every trial is an ordinary comp
 (``OUT/trials/NNN-...``), audited on its exported artifact, so a trial can be opened, re-audited or
 bundled like any run. Trials are independent processes (``jobs``). Search: the full grid, or successive
 halving (every configuration with a third of the fine-tuning epochs, then the best third with all of them).
+
+Selection and reporting use different data: budgets, ranking and the Pareto front use each trial's
+*selection* figures (accuracy and the leakage of the attacks without attacker models, members against a
+validation split of held-out samples the target never saw: ``audit.json`` ``validation``); the reported
+figures are the audit's, on the audited non-members only, which no choice has looked at.
 """
 
 from __future__ import annotations
@@ -57,12 +62,17 @@ class Budget:
                 raise ConfigError(f"{name} must be a number >= 0, got {v}")
 
     def violations(self, m: dict) -> list[str]:
+        """Budgets are checked on the selection figures (members vs the validation split), never on the
+        audited non-members that the trial's report shows."""
+        m = m.get("selection", m)
         out = []
         if self.max_acc_drop is not None and m["acc_drop_points"] > self.max_acc_drop + 1e-9:
             out.append(f"accuracy drop {m['acc_drop_points']:.2f} > {self.max_acc_drop} points")
         if self.max_auc is not None and m["auc"] > self.max_auc + 1e-9:
             out.append(f"AUC {m['auc']:.3f} > {self.max_auc}")
-        if self.max_tpr is not None and m["tpr_at_0.1"] > self.max_tpr + 1e-9:
+        if self.max_tpr is not None and m["tpr_at_0.1"] is None:
+            out.append("TPR@0.1%FPR below resolution (too few non-members to check the budget)")
+        elif self.max_tpr is not None and m["tpr_at_0.1"] > self.max_tpr + 1e-9:
             out.append(f"TPR@0.1%FPR {m['tpr_at_0.1']:.3f} > {self.max_tpr}")
         return out
 
@@ -95,12 +105,20 @@ def metrics(report: dict) -> dict:
     if not attacks:
         raise ConfigError("tune needs an audit in every trial (recipe audit.attacks is empty)")
     auc = max(a["auc"] for a in attacks.values())
-    tpr = max(a["tpr@0.001fpr"] for a in attacks.values())
+    resolved = [a["tpr@0.001fpr"] for a in attacks.values() if a["tpr@0.001fpr"] is not None]
+    tpr = max(resolved) if resolved else None  # None: below resolution for every attack
     lat = final["latency"].get("1") or next(iter(final["latency"].values()))
+    val, dval = final.get("validation"), dense.get("validation")
+    if not val or not dval or val["max_auc"] is None:
+        raise ConfigError("tune needs an attack without attacker models (e.g. loss) in every trial's audit: "
+                          "configurations are chosen on it over a validation split")
+    selection = {"accuracy": val["accuracy"], "acc_drop_points": 100.0 * (dval["accuracy"] - val["accuracy"]),
+                 "auc": val["max_auc"], "tpr_at_0.1": val["max_tpr@0.001fpr"], "validation_samples": val["n"]}
     return {
+        "selection": selection,
         "variant": final["variant"], "accuracy": final["test_accuracy"], "dense_accuracy": dense["test_accuracy"],
         "acc_drop_points": 100.0 * (dense["test_accuracy"] - final["test_accuracy"]),
-        "auc": auc, "tpr_at_0.1": tpr, "strongest_attack": max(attacks, key=lambda k: attacks[k]["auc"]),
+        "auc": auc, "tpr_at_0.1": tpr, "strongest_attack": final.get("strongest_attack") or max(attacks, key=lambda k: attacks[k]["auc"]),
         "dense_auc": max((a["auc"] for a in dense.get("attacks", {}).values()), default=None),
         "latency_ms": lat["p50_ms"], "speedup": lat.get("speedup_vs_dense"), "onnx_kb": final["onnx_kb"],
     }
@@ -109,8 +127,8 @@ def metrics(report: dict) -> dict:
 def pareto(trials: list[dict]) -> list[int]:
     """Indices of the trials no other trial beats on every one of latency, accuracy, AUC and TPR@0.1%."""
     def key(t):
-        m = t["metrics"]
-        return (m["latency_ms"], -m["accuracy"], m["auc"], m["tpr_at_0.1"])
+        m = t["metrics"]["selection"]
+        return (t["metrics"]["latency_ms"], -m["accuracy"], m["auc"], 1.0 if m["tpr_at_0.1"] is None else m["tpr_at_0.1"])
 
     pts = [(i, key(t)) for i, t in enumerate(trials) if t.get("metrics")]
     front = []
@@ -249,8 +267,11 @@ def _tune_locked(base, space: Space, budget: Budget, out: Path, search: str, job
 
 def _rank(t: dict, budget: Budget):
     key, lower = OBJECTIVES[budget.objective]
-    v = t["metrics"][key]
-    return (0 if t["feasible"] else 1, v if lower else -v, t["metrics"]["auc"])
+    sel = t["metrics"]["selection"]
+    v = sel.get(key, t["metrics"][key])  # leakage and accuracy from the validation split; latency, size as measured
+    if v is None:  # a figure below resolution cannot be ranked: last
+        v = float("inf") if lower else float("-inf")
+    return (0 if t["feasible"] else 1, v if lower else -v, sel["auc"])
 
 
 def _plot(trials: list[dict], path: Path, chosen: dict | None) -> None:

@@ -4,7 +4,13 @@ from sklearn.metrics import roc_auc_score
 
 from edgeprune.attack.audit import ATTACKS, resolve_attacks
 from edgeprune.attack.base import AttackInputs, References, ShadowSet
-from edgeprune.attack.metrics import _weighted_metrics, attack_metrics, bootstrap_ci, per_class_auc
+from edgeprune.attack.metrics import (
+    METRIC_KEYS,
+    _weighted_metrics,
+    attack_metrics,
+    bootstrap_ci,
+    per_class_auc,
+)
 from edgeprune.attack.signals import Signals, sensitivity, true_class_logit_gap
 
 
@@ -21,30 +27,34 @@ def test_weighted_metrics_match_sklearn_with_ties():
     s = np.round(rng.normal(size=3000) + y, 1)  # many ties
     w = _weighted_metrics(s, y, np.ones((1, 3000)))
     ref = attack_metrics(y, s)
-    for k, v in ref.items():
-        assert w[k][0] == pytest.approx(v, abs=1e-12), k
+    for k in METRIC_KEYS:
+        if ref[k] is not None:  # below resolution: no number to compare
+            assert w[k][0] == pytest.approx(ref[k], abs=1e-12), k
     ci = bootstrap_ci(y, s, n=100, seed=0)
     assert ci["auc"][0] < ref["auc"] < ci["auc"][1]
     assert ci["auc"][1] - ci["auc"][0] < 0.06
 
 
 def test_tpr_at_fpr_on_a_hand_made_score_set():
-    # 1000 non-members with scores 0..999, 100 members: 50 above every non-member, 50 at the bottom
-    nonmember = np.arange(1000, dtype=float)
-    member = np.concatenate([np.full(50, 5000.0), np.full(50, -1.0)])
-    y = np.concatenate([np.zeros(1000, bool), np.ones(100, bool)])
+    # 10,000 non-members with scores 0..9999, 100 members: 50 above every non-member, 50 at the bottom
+    nonmember = np.arange(10000, dtype=float)
+    member = np.concatenate([np.full(50, 50000.0), np.full(50, -1.0)])
+    y = np.concatenate([np.zeros(10000, bool), np.ones(100, bool)])
     m = attack_metrics(y, np.concatenate([nonmember, member]))
     assert m["tpr@0.001fpr"] == pytest.approx(0.5)
     assert m["tpr@0.01fpr"] == pytest.approx(0.5)
-    assert m["tpr@0.0001fpr"] == pytest.approx(0.5)
-    # 30 members tie with the 10 highest non-members: at 1% FPR (10 FP) they count, at 0.1% they do not
-    member2 = np.concatenate([np.full(50, 5000.0), np.full(30, 995.0), np.full(20, -1.0)])
+    assert m["tpr@0.0001fpr"] is None  # 1 false positive allowed: below resolution, not a number
+    assert m["tpr_at_fpr"]["0.0001"]["text"] == "below resolution (n_neg=10000)"
+    assert m["tpr_at_fpr"]["0.001"]["fp_budget"] == 10 and m["tpr_at_fpr"]["0.01"]["fp_budget"] == 100
+    # 30 members tie with the 100 highest non-members: at 1% FPR (100 FP) they count, at 0.1% they do not
+    member2 = np.concatenate([np.full(50, 50000.0), np.full(30, 9995.0), np.full(20, -1.0)])
     nonmember2 = nonmember.copy()
-    nonmember2[-10:] = 995.0
+    nonmember2[-100:] = 9995.0
     m2 = attack_metrics(y, np.concatenate([nonmember2, member2]))
     assert m2["tpr@0.01fpr"] == pytest.approx(0.8) and m2["tpr@0.001fpr"] == pytest.approx(0.5)
-    perfect = attack_metrics(y, np.concatenate([nonmember, np.full(100, 5000.0)]))
-    assert perfect["auc"] == 1.0 and perfect["tpr@0.001fpr"] == 1.0 and perfect["balanced_accuracy"] == 1.0
+    assert m2["tpr_at_fpr"]["0.01"]["false_positives"] == 100 and m2["tpr_at_fpr"]["0.001"]["false_positives"] == 0
+    perfect = attack_metrics(y, np.concatenate([nonmember, np.full(100, 50000.0)]))
+    assert perfect["auc"] == 1.0 and perfect["tpr@0.001fpr"] == 1.0 and perfect["oracle_balanced_accuracy"] == 1.0
 
 
 def test_per_class_auc():

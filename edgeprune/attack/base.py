@@ -38,6 +38,9 @@ class AttackInputs:
     refs: References | None = None
     population: Signals | None = None  # audited model on the population samples
     seed: int = 0
+    # when these inputs replay the attack with one reference playing the target (to choose a threshold),
+    # the attacker's full reference set: choices that depend on how many references there are follow it
+    full_refs: References | None = None
 
 
 @dataclass
@@ -46,6 +49,10 @@ class Attack:
     fn: Callable[[AttackInputs], np.ndarray]
     needs: frozenset[str]  # subset of {"shadows", "references", "dense", "sensitivity"}
     doc: str = ""
+    # the attacker's own decision threshold: a number (the score of a classifier trained on shadows),
+    # "shadows" (chosen on the shadows' scores) or "references" (one reference model plays the target)
+    threshold: float | str = "shadows"
+    note: Callable[[AttackInputs], str | None] | None = None  # how the attack ran, for the table / audit.json
 
     def missing(self, inp: AttackInputs) -> str | None:
         if "shadows" in self.needs and not inp.shadows:
@@ -62,13 +69,44 @@ class Attack:
 ATTACKS: Registry = Registry("attack")
 
 
-def register(name: str, needs: tuple[str, ...] = (), doc: str | None = None):
+def register(name: str, needs: tuple[str, ...] = (), doc: str | None = None, threshold: float | str | None = None,
+             note: Callable[[AttackInputs], str | None] | None = None):
     def deco(fn):
         text = doc if doc is not None else (fn.__doc__ or "").strip().split("\n")[0]
-        ATTACKS.register(name)(Attack(name, fn, frozenset(needs), text))
+        thr = threshold if threshold is not None else ("references" if "references" in needs else "shadows")
+        ATTACKS.register(name)(Attack(name, fn, frozenset(needs), text, thr, note))
         return fn
 
     return deco
+
+
+@dataclass
+class _Replay:
+    """What a reference model playing the target offers an attack: its confidences (no logits)."""
+
+    phi: np.ndarray
+    true_prob: np.ndarray
+
+
+def attacker_threshold(atk: Attack, inp: AttackInputs) -> tuple[float | None, str]:
+    """The threshold a real attacker would use (never the target's membership labels), and how it was chosen."""
+    from edgeprune.attack.metric import best_threshold
+
+    if not isinstance(atk.threshold, str):
+        return float(atk.threshold), "the shadow-trained classifier's decision"
+    if atk.threshold == "shadows":
+        if not inp.shadows:
+            return None, "needs shadow models to choose a threshold"
+        scores = np.concatenate([atk.fn(AttackInputs(s.target, dense=s.dense, seed=inp.seed)) for s in inp.shadows])
+        return best_threshold(scores, np.concatenate([s.is_in for s in inp.shadows])), "chosen on shadow models"
+    r = inp.refs
+    if r is None or r.phi.shape[0] < 3:
+        return None, "needs 3+ reference models to choose a threshold"
+    rest = References(r.phi[1:], r.prob[1:], r.is_in[1:], r.pop_prob[1:])
+    replay = AttackInputs(_Replay(r.phi[0], r.prob[0]), refs=rest, population=_Replay(r.pop_prob[0], r.pop_prob[0]),
+                          seed=inp.seed, full_refs=r)
+    scores = np.asarray(atk.fn(replay), np.float64)
+    return best_threshold(scores, r.is_in[0]), "chosen with reference model 0 playing the target"
 
 
 def needs_of(names: list[str]) -> set[str]:

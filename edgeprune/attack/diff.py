@@ -23,7 +23,7 @@ def pair_features(dense: Signals, comp: Signals) -> np.ndarray:
     ], 1)
 
 
-@register("diff", needs=("shadows", "dense"))
+@register("diff", needs=("shadows", "dense"), threshold=0.5)
 def diff(inp: AttackInputs) -> np.ndarray:
     """dense-vs-compressed difference signals (losses, logit gaps, KL), MLP trained on shadow pairs"""
     xs = np.concatenate([pair_features(s.dense, s.target) for s in inp.shadows])

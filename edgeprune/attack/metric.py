@@ -78,6 +78,6 @@ def classwise(score_fn):
 
 for _name, (_fn, _doc) in METRICS.items():
     register(_name, doc=_doc)(lambda inp, fn=_fn: fn(inp.target))
-    register(f"{_name}-classwise", needs=("shadows",), doc=f"{_doc}; per-class thresholds from shadows")(
+    register(f"{_name}-classwise", needs=("shadows",), doc=f"{_doc}; per-class thresholds from shadows", threshold=0.0)(
         classwise(_fn)
     )

@@ -57,12 +57,12 @@ def _nn_attack(featurize):
     return attack
 
 
-register("nn", needs=("shadows",), doc="MLP on the sorted softmax (log) trained on shadows")(
+register("nn", needs=("shadows",), threshold=0.5, doc="MLP on the sorted softmax (log) trained on shadows")(
     _nn_attack(lambda s: _features_log(_sorted_probs(s)))
 )
-register("nn-top3", needs=("shadows",), doc="MLP on the top-3 probabilities (ML-Leaks)")(
+register("nn-top3", needs=("shadows",), threshold=0.5, doc="MLP on the top-3 probabilities (ML-Leaks)")(
     _nn_attack(lambda s: _features_log(_top3(s)))
 )
-register("nncls", needs=("shadows",), doc="MLP on the softmax (log) and the one-hot label")(
+register("nncls", needs=("shadows",), threshold=0.5, doc="MLP on the softmax (log) and the one-hot label")(
     _nn_attack(lambda s: np.concatenate([_features_log(s.probs), onehot(s)], 1))
 )

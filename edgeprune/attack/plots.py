@@ -29,12 +29,20 @@ def log_log_roc_axes(ax, title: str) -> None:
 def roc_plot(audit: dict, path: str | Path) -> Path:
     plt = _plt()
     variants = list(audit["roc"])
+    variants = variants or ["(no variant)"]
     fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 4.5), squeeze=False)
     for ax, v in zip(axes[0], variants, strict=True):
-        for name, pts in sorted(audit["roc"][v].items()):
+        lowest = 1e-4
+        for name, pts in sorted(audit["roc"].get(v, {}).items()):
             auc = audit["variants"][v]["attacks"][name]["auc"]
             ax.plot(pts["fpr"], pts["tpr"], label=f"{name} ({auc:.3f})", lw=1.2)
+            lowest = max(lowest, pts.get("min_fpr", 1e-4))
         log_log_roc_axes(ax, v)
+        if lowest > 1e-4:  # the curve is not drawn where it would rest on fewer than MIN_FALSE_POSITIVES
+            ax.axvspan(1e-4, lowest, color="0.9", zorder=0)
+            ax.text(1.2e-4, 2e-4, "below resolution", fontsize=7, color="0.4")
+        if not audit["roc"].get(v):
+            ax.text(0.5, 0.5, "no attack ran", transform=ax.transAxes, ha="center")
         if audit["roc"][v]:
             ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
@@ -47,8 +55,10 @@ def per_class_plot(audit: dict, path: str | Path) -> Path:
     """AUC per class of each variant's strongest attack."""
     plt = _plt()
     variants = [v for v in audit["variants"] if audit["variants"][v]["strongest"]]
-    fig, axes = plt.subplots(len(variants), 1, figsize=(10, 2.6 * max(len(variants), 1)), squeeze=False)
-    for ax, v in zip(axes[:, 0], variants, strict=True):
+    fig, axes = plt.subplots(max(len(variants), 1), 1, figsize=(10, 2.6 * max(len(variants), 1)), squeeze=False)
+    if not variants:
+        axes[0, 0].text(0.5, 0.5, "no attack ran", transform=axes[0, 0].transAxes, ha="center")
+    for ax, v in zip(axes[:, 0], variants, strict=False):
         best = audit["variants"][v]["strongest"]
         pc = audit["variants"][v]["attacks"][best]["per_class_auc"]
         classes = sorted(pc, key=int)

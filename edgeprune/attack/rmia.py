@@ -21,13 +21,16 @@ def _prx(prob: np.ndarray, out_mask: np.ndarray, a: float) -> np.ndarray:
 
 
 def rmia_scores(p_x: np.ndarray, pr_x: np.ndarray, p_z: np.ndarray, pr_z: np.ndarray, gamma: float = 1.0) -> np.ndarray:
+    from scipy.stats import rankdata  # lazily: `edgeprune attacks` must stay fast
+
     ratio_x = p_x / np.maximum(pr_x, 1e-30)
     ratio_z = np.sort(p_z / np.maximum(pr_z, 1e-30))
     # fraction of z with ratio_x / ratio_z > gamma  <=>  ratio_z < ratio_x / gamma
     frac = np.searchsorted(ratio_z, ratio_x / gamma, side="left") / len(ratio_z)
     # the fraction only takes len(z) + 1 values; break its ties by ratio_x itself (the fraction is monotone
-    # in ratio_x, so this changes no order, it only separates candidates that saturate at 0 or 1)
-    rank = np.argsort(np.argsort(ratio_x, kind="stable"), kind="stable") + 1
+    # in ratio_x, so this changes no order, it only separates candidates that saturate at 0 or 1). Equal
+    # ratios get their average rank: equal scores, never an order taken from the candidates' positions.
+    rank = rankdata(ratio_x, method="average")
     return frac + rank / (len(ratio_x) + 1) / (len(ratio_z) + 1)
 
 

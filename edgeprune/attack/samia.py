@@ -86,7 +86,7 @@ def train_and_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
         return torch.cat([model(xs[i : i + 1024]) for i in range(0, len(xs), 1024)]).numpy()
 
 
-@register("samia", needs=("shadows", "sensitivity"))
+@register("samia", needs=("shadows", "sensitivity"), threshold=0.0)  # scores are logits
 def samia(inp: AttackInputs) -> np.ndarray:
     """SAMIA: transformer over per-class [softmax, sensitivity, label] tokens, trained on shadows"""
     xs = np.concatenate([tokens(s.target) for s in inp.shadows])

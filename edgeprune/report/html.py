@@ -8,6 +8,8 @@ import io
 import json
 from pathlib import Path
 
+from edgeprune.attack.metrics import fmt_tpr
+from edgeprune.attack.metrics import strongest as strongest_attack
 from edgeprune.errors import RunDirError
 from edgeprune.report.tables import latest_entry
 from edgeprune.run import read_manifest, verify_artifact
@@ -40,8 +42,7 @@ def collect(run_dirs: list[str | Path]) -> dict:
         variants = []
         for label, a in audit["variants"].items():
             dense = label == "dense"
-            strongest = max(a["attacks"], key=lambda k: a["attacks"][k]["auc"]) if a["attacks"] else None
-            best_low = max(a["attacks"], key=lambda k: a["attacks"][k]["tpr@0.001fpr"]) if a["attacks"] else None
+            strongest = strongest_attack(a["attacks"])  # one attack; every figure in its row is its own
             lat = {}
             for b in backends:
                 e = latest_entry(bench, b)
@@ -60,7 +61,8 @@ def collect(run_dirs: list[str | Path]) -> dict:
                 "train_accuracy": a["train_accuracy"],
                 "strongest_attack": strongest,
                 "strongest_auc": a["attacks"][strongest]["auc"] if strongest else None,
-                "strongest_tpr@0.001fpr": a["attacks"][best_low]["tpr@0.001fpr"] if best_low else None,
+                "strongest_tpr@0.001fpr": a["attacks"][strongest]["tpr@0.001fpr"] if strongest else None,
+                "strongest_tpr_text": fmt_tpr(a["attacks"][strongest], "tpr@0.001fpr") if strongest else "-",
                 "attacks": {k: {"auc": v["auc"], "tpr@0.001fpr": v["tpr@0.001fpr"]} for k, v in a["attacks"].items()},
                 "latency": lat,
             })
@@ -175,7 +177,7 @@ def table_rows(data: dict) -> tuple[list[str], list[list[str]]]:
             sparsity = "0" if v["variant"] == "dense" else f"{r['sparsity']:g}"  # the dense model is not pruned
             row = [r["name"], v["variant"], sparsity, _fmt(v["onnx_kb"], ".0f"), f"{v['params']:,}",
                    f"{v['macs']:,}", f"{v['test_accuracy']:.3f}", v["strongest_attack"] or "-",
-                   _fmt(v["strongest_auc"], ".3f"), _fmt(v["strongest_tpr@0.001fpr"], ".3f")]
+                   _fmt(v["strongest_auc"], ".3f"), v.get("strongest_tpr_text") or _fmt(v["strongest_tpr@0.001fpr"], ".3f")]
             row += [f"{v['latency'][k]['p50_ms']:.3f} / {v['latency'][k]['p90_ms']:.3f}" if k in v["latency"] else "-"
                     for k in keys]
             rows.append(row)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgeprune.attack.metrics import fmt_tpr
+
 
 def build_report(manifest: dict, run_dir: Path, path=None) -> dict:
     """``path(rel)`` says where to read artifact ``rel`` (a run being built or updated stages new files)."""
@@ -28,9 +30,15 @@ def build_report(manifest: dict, run_dir: Path, path=None) -> dict:
             "train_accuracy": a["train_accuracy"],
             "test_accuracy": a["test_accuracy"],
             "attacks": {k: {"auc": v["auc"], "tpr@0.01fpr": v["tpr@0.01fpr"], "tpr@0.001fpr": v["tpr@0.001fpr"],
-                            "balanced_accuracy": v["balanced_accuracy"]} for k, v in a["attacks"].items()},
+                            "attack_accuracy": v.get("attack_accuracy"),
+                            "oracle_balanced_accuracy": v["oracle_balanced_accuracy"],
+                            "tpr_at_fpr": v.get("tpr_at_fpr", {})} for k, v in a["attacks"].items()},
+            # one attack and its own figures (metrics.strongest: highest TPR@0.1%FPR within resolution,
+            # ties by AUC)
+            "validation": a.get("validation"),  # what a configuration search selects on
             "strongest_attack": strongest,
             "strongest_auc": a["attacks"][strongest]["auc"] if strongest else None,
+            "strongest_tpr@0.001fpr": a["attacks"][strongest]["tpr@0.001fpr"] if strongest else None,
             "latency": {str(r["batch"]): {"p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"],
                                           "speedup_vs_dense": r.get("speedup_vs_dense")} for r in lat if "p50_ms" in r},
         })
@@ -46,6 +54,9 @@ def build_report(manifest: dict, run_dir: Path, path=None) -> dict:
         "bench": {"backend": bench["backend"], "threads": bench["threads"], "machine": bench_file["machine"]},
         "int8": _int8(manifest),
         "rows": rows,
+        "audit": {"preset": audit.get("preset"), "threat": audit.get("threat", "adaptive"),
+                  "seeds": audit.get("seeds", {}).get("count", 1), "shadows": audit["shadows"]["used"],
+                  "references": audit["references"]["used"], "nonmembers": audit["candidates"]["nonmembers"]},
     }
 
 
@@ -86,7 +97,7 @@ def columns(report: dict) -> list[str]:
     attacks = attack_names(report)
     batches = sorted(report["rows"][0]["latency"], key=int) if report["rows"] else []
     cols = ["variant", "params", "ONNX KB", "train acc", "test acc"]
-    cols += [f"{a} AUC" for a in attacks] + ["TPR@1%FPR"]
+    cols += [f"{a} AUC" for a in attacks] + ["strongest attack", "its AUC", "its TPR@0.1%FPR"]
     cols += [f"p50 ms b{b}" for b in batches] + [f"speedup b{b}" for b in batches]
     return cols
 
@@ -97,8 +108,11 @@ def row_cells(report: dict) -> list[list[str]]:
         cells = [r["variant"], f"{r['params']:,}", f"{r['onnx_kb']:.0f}", f"{r['train_accuracy']:.3f}",
                  f"{r['test_accuracy']:.3f}"]
         cells += [f"{r['attacks'][a]['auc']:.3f}" if a in r["attacks"] else "-" for a in attack_names(report)]
-        tprs = [v["tpr@0.01fpr"] for v in r["attacks"].values()]
-        cells.append(f"{max(tprs):.3f}" if tprs else "-")
+        best = r["strongest_attack"]
+        if best:
+            cells += [best, f"{r['attacks'][best]['auc']:.3f}", fmt_tpr(r["attacks"][best], "tpr@0.001fpr")]
+        else:
+            cells += ["-", "-", "-"]
         lat = [r["latency"][b] for b in sorted(r["latency"], key=int)]  # b1, b8, b32: numeric order
         cells += [f"{v['p50_ms']:.3f}" for v in lat]
         cells += ["-" if v["speedup_vs_dense"] is None else f"{v['speedup_vs_dense']:.2f}x" for v in lat]
@@ -120,10 +134,15 @@ def to_markdown(report: dict) -> str:
         f"non-members {report['split']['nonmembers']} (split hash `{report['split']['hash'][:12]}`).",
         f"Latency: {report['bench']['backend']}, {report['bench']['threads']} thread(s), "
         f"{report['bench']['machine']['cpu']}. Attacks run on the exported ONNX artifacts.",
-        "",
     ]
     if int8_line(report):
-        lines[-1:-1] = [int8_line(report)]
+        lines.append(int8_line(report))
+    if "audit" in report:
+        a = report["audit"]
+        lines.append(f"Audit: preset {a['preset'] or 'custom'}, threat model {a['threat']}, {a['seeds']} target(s), "
+                     f"{a['shadows']} shadow(s), {a['references']} reference(s), {a['nonmembers']} non-members. "
+                     "Strongest attack: highest TPR@0.1%FPR within resolution, ties by AUC.")
+    lines.append("")
     cols = columns(report)
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
