@@ -120,7 +120,7 @@ def test_output_directories_get_the_usual_modes(tmp_path):
 
     old = os.umask(0o022)
     try:
-        with staged_dir(tmp_path / "export") as tmp:
+        with staged_dir(tmp_path / "export", "bundle") as tmp:
             (tmp / "a.json").write_text("{}")
     finally:
         os.umask(old)
