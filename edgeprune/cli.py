@@ -48,6 +48,8 @@ def compress(
     epochs: int | None = typer.Option(None, help="epochs to train the dense model"),
     finetune_epochs: int | None = typer.Option(None, help="epochs to fine-tune after pruning"),
     defense: str | None = typer.Option(None, help="fine-tuning defense NAME[:STRENGTH], e.g. kl:4 (see `edgeprune defenses`)"),
+    defense_scope: str | None = typer.Option(None, help="where the defense acts: finetune | train (the dense model) | both"),
+    rewind: str | None = typer.Option(None, help="retrain the pruned model from dense weights: none | init | epoch:K"),
     quant: str | None = typer.Option(None, help="int8 | mixed (8/4-bit weights chosen against leakage) | none"),
     qat_epochs: int | None = typer.Option(None, help="fake-quant fine-tuning epochs before export (0: PTQ only)"),
     target_bits: float | None = typer.Option(None, help="mixed: average weight bits to reach (4-8)"),
@@ -73,7 +75,8 @@ def compress(
                      (r, "data", data), (r.prune, "sparsity", sparsity), (r.prune, "method", method),
                      (r.prune, "criterion", criterion), (r.prune, "schedule", schedule), (r.train, "epochs", epochs),
                      (r.finetune, "epochs", finetune_epochs), (r.quant, "mode", quant),
-                     (r, "weights", str(weights) if weights is not None else None), (r, "seed", seed)]
+                     (r, "weights", str(weights) if weights is not None else None), (r, "seed", seed),
+                     (r.defense, "scope", defense_scope), (r.prune, "rewind", rewind)]
         for section, field, value in overrides:  # options given on the command line win over the recipe
             if value is not None:
                 setattr(section, field, value)
