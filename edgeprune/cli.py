@@ -438,6 +438,8 @@ def tune(
     criterion: str = typer.Option("l1", help="comma-separated criteria (l1, leakage, ...)"),
     defense: str = typer.Option("none", help="comma-separated NAME[:STRENGTH] defenses, e.g. none,kl:4,relaxloss:1"),
     quant: str = typer.Option("int8", help="comma-separated quantization modes (int8, mixed, none)"),
+    defense_scope: str | None = typer.Option(None, help="where every trial's defense acts: finetune | train | both"),
+    rewind: str | None = typer.Option(None, help="every trial retrains the pruned model from: none | init | epoch:K"),
     max_acc_drop: float | None = typer.Option(None, help="budget: accuracy points below the dense model"),
     max_auc: float | None = typer.Option(None, help="budget: AUC of the strongest attack"),
     max_tpr: float | None = typer.Option(None, help="budget: TPR at 0.1% FPR of the strongest attack"),
@@ -469,7 +471,8 @@ def tune(
                                       (r.finetune, "epochs", finetune_epochs), (r, "seed", seed),
                                       (r.audit, "shadows", shadows), (r.audit, "references", references),
                                       (r, "weights", str(weights) if weights is not None else None),
-                                      (r.audit, "attacks", _words(attacks) if attacks else None)]:
+                                      (r.audit, "attacks", _words(attacks) if attacks else None),
+                                      (r.defense, "scope", defense_scope), (r.prune, "rewind", rewind)]:
             if value is not None:
                 setattr(section, field, value)
         r.validate()

@@ -334,3 +334,15 @@ def test_dpsgd_from_scratch_brings_every_variant_to_chance(tmp_path):
             assert a["auc"] <= 0.6, (variant, name, a["auc"])
     plain, _ = run({"name": "none"}, "plain")
     assert plain["variants"]["pruned+int8"]["attacks"]["loss"]["auc"] > 0.8
+
+
+def test_tune_trials_train_their_own_dense_model_when_the_scope_covers_training():
+    from edgeprune.tune import trial_recipe
+
+    point = {"sparsity": 0.5, "method": "structured", "criterion": "l1", "defense": "dmp", "quant": "int8"}
+    base = Recipe()
+    base.defense.scope = "both"
+    assert trial_recipe(base, point, "dense.safetensors").weights is None
+    assert trial_recipe(base, {**point, "defense": "none"}, "dense.safetensors").weights == "dense.safetensors"
+    base.defense.scope = "finetune"
+    assert trial_recipe(base, point, "dense.safetensors").weights == "dense.safetensors"
