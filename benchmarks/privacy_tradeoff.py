@@ -75,9 +75,11 @@ def make_recipe(base: dict, overrides: dict, seed: int):
     return from_dict(Recipe, d).validate()
 
 
-def run_one(recipe, attacks: list[str], shadows: int, references: int, work: Path, attacker_recipe=None) -> dict:
+def run_one(recipe, attacks: list[str], shadows: int, references: int, work: Path, attacker_recipe=None,
+            dense_only: bool = False, cache: Path | None = None) -> dict:
     """Train the target through the pipeline and audit its variants. ``attacker_recipe``: the recipe the
-    attacker's own models follow (default: the target's: adaptive)."""
+    attacker's own models follow (default: the target's: adaptive); ``cache``: a signal cache shared by runs
+    (attacker models with the same recipe, seed and split are trained once)."""
     import torch
 
     from edgeprune.attack.audit import AuditPlan, ModelFactory, pipeline_key, run_audit
@@ -96,18 +98,19 @@ def run_one(recipe, attacks: list[str], shadows: int, references: int, work: Pat
         return build_model(recipe.model, ds.in_shape, ds.num_classes)
 
     t0 = time.perf_counter()
-    out = run_pipeline(make_model, ds.in_shape, xm, ym, recipe, recipe.seed, work, "target", reference=reference)
+    out = run_pipeline(make_model, ds.in_shape, xm, ym, recipe, recipe.seed, work, "target", reference=reference,
+                       dense_only=dense_only)
     train_s = time.perf_counter() - t0
     key = pipeline_key(recipe, split.hash())
     targets = {v: torch_predictor(m, key=f"target-{v}-{key}") for v, m in out.models.items()}
     label = quant_variant(recipe)
-    if label:
+    if label and not dense_only:
         targets[label] = onnx_predictor(out.onnx[label], key=f"target-{label}-{key}")
     arecipe = attacker_recipe or recipe
     factory = ModelFactory(make_model, ds.in_shape, arecipe, pipeline_key(arecipe, split.hash()), list(targets),
                            pool=split.pool)
     plan = AuditPlan(attacks, shadows, references, 5000, 2000, 200, recipe.seed)
-    audit = run_audit(ds, split, targets, plan, factory, SignalCache(work / "cache"))
+    audit = run_audit(ds, split, targets, plan, factory, SignalCache(cache or work / "cache"))
     res = {"seed": recipe.seed, "train_seconds": train_s, "audit_seconds": audit["timing"]["total_s"],
            "variants": {}}
     for v, a in audit["variants"].items():
@@ -115,7 +118,7 @@ def run_one(recipe, attacks: list[str], shadows: int, references: int, work: Pat
                               "attacks": {n: {k: r[k] for k in ("auc", "balanced_accuracy", "tpr@0.001fpr",
                                                                 "tpr@0.01fpr", "ci95") if k in r}
                                           for n, r in a["attacks"].items()}}
-    res["deployed"] = label or "pruned"
+    res["deployed"] = "dense" if dense_only else label or "pruned"
     return res
 
 
