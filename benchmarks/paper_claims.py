@@ -74,6 +74,7 @@ def main() -> int:
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--shadows", type=int, default=4)
     ap.add_argument("--reference-samples", type=int, default=2000)
+    ap.add_argument("--max-samples", type=int, default=5000, help="audited members (and non-members) per seed")
     ap.add_argument("--out", default="benchmarks/results/paper_claims_cpu.json")
     ap.add_argument("--evaluate-only", action="store_true", help="recompute the verdicts of the runs in --out")
     args = ap.parse_args()
@@ -101,14 +102,15 @@ def main() -> int:
                 recipe = make_recipe(base, over, seed)
                 try:
                     runs[name].append(run_one(recipe, attacks, args.shadows if with_shadows else 0, 0, work,
-                                              dense_only=dense_only, cache=cache))
+                                              dense_only=dense_only, cache=cache, max_samples=args.max_samples))
                     if name == "kl":  # the paper's attacker: shadows without the defense
                         import dataclasses
 
                         plain = dataclasses.replace(recipe, defense=DefenseConfig(
                             reference_samples=recipe.defense.reference_samples))
                         runs["kl non-adaptive"].append(run_one(recipe, attacks, args.shadows, 0, work,
-                                                               attacker_recipe=plain, cache=cache))
+                                                               attacker_recipe=plain, cache=cache,
+                                                               max_samples=args.max_samples))
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
                 print(f"seed {seed} {name}: done ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)

@@ -76,7 +76,7 @@ def make_recipe(base: dict, overrides: dict, seed: int):
 
 
 def run_one(recipe, attacks: list[str], shadows: int, references: int, work: Path, attacker_recipe=None,
-            dense_only: bool = False, cache: Path | None = None) -> dict:
+            dense_only: bool = False, cache: Path | None = None, max_samples: int = 5000) -> dict:
     """Train the target through the pipeline and audit its variants. ``attacker_recipe``: the recipe the
     attacker's own models follow (default: the target's: adaptive); ``cache``: a signal cache shared by runs
     (attacker models with the same recipe, seed and split are trained once)."""
@@ -109,7 +109,7 @@ def run_one(recipe, attacks: list[str], shadows: int, references: int, work: Pat
     arecipe = attacker_recipe or recipe
     factory = ModelFactory(make_model, ds.in_shape, arecipe, pipeline_key(arecipe, split.hash()), list(targets),
                            pool=split.pool)
-    plan = AuditPlan(attacks, shadows, references, 5000, 2000, 200, recipe.seed)
+    plan = AuditPlan(attacks, shadows, references, max_samples, 2000, 200, recipe.seed)
     audit = run_audit(ds, split, targets, plan, factory, SignalCache(cache or work / "cache"))
     res = {"seed": recipe.seed, "train_seconds": train_s, "audit_seconds": audit["timing"]["total_s"],
            "variants": {}}
