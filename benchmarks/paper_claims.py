@@ -77,9 +77,20 @@ def main() -> int:
     ap.add_argument("--max-samples", type=int, default=5000, help="audited members (and non-members) per seed")
     ap.add_argument("--out", default="benchmarks/results/paper_claims_cpu.json")
     ap.add_argument("--evaluate-only", action="store_true", help="recompute the verdicts of the runs in --out")
+    ap.add_argument("--merge", default="", help="comma-separated result files (e.g. one per seed, run in parallel) "
+                    "whose runs are joined into --out and evaluated")
     args = ap.parse_args()
     args.quant = "none"
     out = Path(args.out)
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge.split(",")]
+        doc = {**parts[0], "command": " ".join(sys.argv), "parts": [p["command"] for p in parts],
+               "total_seconds": sum(p["total_seconds"] for p in parts),
+               "runs": {k: [r for p in parts for r in p["runs"][k]] for k in parts[0]["runs"]}}
+        doc["settings"]["seeds"] = ",".join(str(r["seed"]) for r in doc["runs"]["plain"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        args.evaluate_only = True
+        out.write_text(json.dumps(doc, indent=2))
     if args.evaluate_only:
         doc = json.loads(out.read_text())
         doc["claims"] = evaluate(doc["runs"])
