@@ -1,25 +1,26 @@
-"""Privacy / accuracy / latency trade-off of privacy-aware compression.
+"""Privacy / accuracy trade-off of privacy-aware compression, over seeds, against the dense undefended model.
 
-On purchase-synth (MLP) and digits (LeNet-5), at sparsities 0.5 and 0.8: the dense model; undefended L1
-structured pruning; the same with each defense (kl, advreg, relaxloss, dpsgd, distill) during fine-tuning;
-the leakage-aware criterion; int8 and privacy-aware mixed precision; one combination. Every compressed
-model is audited on its deployed artifact (int8 / mixed QDQ ONNX) with the loss attack, LiRA (online,
-fixed variance, reference models through the same pipeline) and SAMIA (shadow models through the same
-pipeline: an adaptive attacker); latency is onnxruntime CPU p50 at batch 1.
+Each configuration (pruning, defense, defense scope, rewind, training options) runs the library's pipeline
+(edgeprune.pipeline.run_pipeline: the function behind `edgeprune compress` and behind the attacker's
+models) for every seed; the target's variants are audited with an adaptive attacker (shadow / reference
+models through the same pipeline) by edgeprune.attack.audit.run_audit. Per configuration: mean and 95%
+t-interval over seeds of test accuracy and each attack's AUC / TPR@0.1%FPR on the deployed variant
+(pruned+int8 with --quant int8, the fp32 pruned model with --quant none), the Pareto front (accuracy vs
+LiRA TPR@0.1%) and the issue-16 goal check: LiRA TPR@0.1% at most half the dense undefended model's with
+test accuracy within 1 point of it.
 
-    .venv/bin/python benchmarks/privacy_tradeoff.py [--quick] [--datasets mlp/purchase-synth,lenet5/digits]
-        [--shadows 2] [--references 4] [--out benchmarks/results/privacy_tradeoff_cpu.json]
+    .venv/bin/python benchmarks/privacy_tradeoff.py [--configs all] [--seeds 0,1,2] [--references 16]
+        [--data purchase-synth] [--epochs 20] [--quant int8] [--out benchmarks/results/privacy_tradeoff_cpu.json]
 
-Writes JSON (every run's numbers, the machine, the command), a plot (AUC / TPR against accuracy) and prints
-the table plus, per data set and sparsity, the best configuration within 1 accuracy point of undefended
-pruning and how much it lowers leakage (or that none does). The best configuration is chosen on a validation
-split (members vs held-out samples the target never saw); the figures printed are the audited non-members'.
+The full preset (the defaults: purchase-synth 20,000 samples, 20 epochs, 16 references, int8) takes hours on
+2 CPU cores; the scaled run in benchmarks/README.md says exactly what it changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -29,199 +30,255 @@ from pathlib import Path
 
 os.environ.setdefault("EDGEPRUNE_NO_PROGRESS", "1")
 
-DATASETS = {
-    "mlp/purchase-synth": {"model": "mlp", "data": "purchase-synth", "train": {"epochs": 20},
-                           "finetune": {"epochs": 10, "lr": 5e-4}},
-    "lenet5/digits": {"model": "lenet5", "data": "digits", "train": {"epochs": 40},
-                      "finetune": {"epochs": 10, "lr": 5e-4}},
+# label -> recipe overrides (merged into the base recipe); every one at the same sparsity and quantization
+CONFIGS = {
+    "pruned l1": {},
+    "regularised (wd, ls 0.1, early stop)": {
+        "train": {"weight_decay": 5e-4, "label_smoothing": 0.1, "early_stopping": 3},
+        "finetune": {"weight_decay": 5e-4, "label_smoothing": 0.1}},
+    "kl:4": {"defense": {"name": "kl", "strength": 4.0}},
+    "advreg:1 both": {"defense": {"name": "advreg", "strength": 1.0, "scope": "both"}},
+    "relaxloss both": {"defense": {"name": "relaxloss", "scope": "both"}},
+    "relaxloss + rewind init": {"defense": {"name": "relaxloss"}, "prune": {"rewind": "init"}, "finetune": "train"},
+    "dmp": {"defense": {"name": "dmp"}, "finetune": "train"},
+    "dmp both": {"defense": {"name": "dmp", "scope": "both"}, "finetune": "train"},
+    "distill-reg:0.9": {"defense": {"name": "distill-reg", "strength": 0.9}},
+    "dpsgd:1 train": {"defense": {"name": "dpsgd", "strength": 1.0, "scope": "train"}, "finetune": {"epochs": 0}},
 }
-CONFIGS = [  # (label, prune criterion, defense, quant mode)
-    ("pruned l1", "l1", "none", "int8"),
-    ("+kl:4", "l1", "kl:4", "int8"),
-    ("+advreg:1", "l1", "advreg:1", "int8"),
-    ("+relaxloss:1", "l1", "relaxloss:1", "int8"),
-    ("+dpsgd:1", "l1", "dpsgd:1", "int8"),
-    ("+distill:0.9", "l1", "distill:0.9", "int8"),
-    ("leakage criterion", "leakage", "none", "int8"),
-    ("mixed 8/4 bits", "l1", "none", "mixed"),
-    ("leakage + kl:4 + mixed", "leakage", "kl:4", "mixed"),
-]
-ATTACKS = ["loss", "lira-online-fixed", "samia"]
+ATTACKS = ["loss", "lira-online-fixed"]
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def _row(report: dict, variant: str) -> dict:
-    r = next(x for x in report["rows"] if x["variant"] == variant)
-    a = r["attacks"]
-    out = {"variant": variant, "test_accuracy": r["test_accuracy"], "onnx_kb": r["onnx_kb"],
-           "latency_b1_ms": r["latency"]["1"]["p50_ms"], "speedup_b1": r["latency"]["1"]["speedup_vs_dense"]}
-    for name in ATTACKS:
-        out[f"{name}_auc"] = a[name]["auc"]
-        out[f"{name}_tpr@0.1%"] = a[name]["tpr@0.001fpr"]
-    out["max_auc"] = max(a[n]["auc"] for n in ATTACKS)
-    resolved = [a[n]["tpr@0.001fpr"] for n in ATTACKS if a[n]["tpr@0.001fpr"] is not None]
-    out["max_tpr@0.1%"] = max(resolved) if resolved else None  # None: below resolution for every attack
-    # what the verdicts select on: members vs a validation split of held-out samples, never the audited
-    # non-members reported above (audit.json "validation")
-    val = r["validation"]
-    out["selection"] = {"accuracy": val["accuracy"], "max_auc": val["max_auc"], "max_tpr@0.1%": val["max_tpr@0.001fpr"]}
+def base_recipe(args) -> dict:
+    return {"model": args.model, "data": args.data,
+            "train": {"epochs": args.epochs, "lr": 1e-3},
+            "finetune": {"epochs": args.finetune_epochs, "lr": 5e-4},
+            "prune": {"sparsity": args.sparsity, "criterion": "l1"},
+            "quant": {"mode": args.quant},
+            "defense": {"reference_samples": args.reference_samples}}
+
+
+def make_recipe(base: dict, overrides: dict, seed: int):
+    """The base recipe with a configuration's overrides; ``"finetune": "train"`` retrains for as many epochs
+    (at the training rate) as the dense model had, for configurations that train from scratch."""
+    from edgeprune.recipe import Recipe, from_dict
+
+    d = json.loads(json.dumps(base))
+    for section, values in overrides.items():
+        if values == "train":
+            d[section] = dict(d["train"])
+        elif isinstance(values, dict):
+            d.setdefault(section, {}).update(values)
+        else:
+            d[section] = values
+    d["seed"] = seed
+    return from_dict(Recipe, d).validate()
+
+
+def run_one(recipe, attacks: list[str], shadows: int, references: int, work: Path, attacker_recipe=None,
+            dense_only: bool = False, cache: Path | None = None, max_samples: int = 5000) -> dict:
+    """Train the target through the pipeline and audit its variants. ``attacker_recipe``: the recipe the
+    attacker's own models follow (default: the target's: adaptive); ``cache``: a signal cache shared by runs
+    (attacker models with the same recipe, seed and split are trained once)."""
+    import torch
+
+    from edgeprune.attack.audit import AuditPlan, ModelFactory, pipeline_key, run_audit
+    from edgeprune.attack.signals import SignalCache, onnx_predictor, torch_predictor
+    from edgeprune.data import load_dataset, make_split
+    from edgeprune.models import build_model
+    from edgeprune.pipeline import quant_variant, run_pipeline, split_reference
+
+    ds = load_dataset(recipe.data)
+    split = make_split(ds, recipe.seed, recipe.split.member_fraction, recipe.split.max_members)
+    x, y = torch.from_numpy(ds.x), torch.from_numpy(ds.y)
+    xm, ym = x[split.members], y[split.members]
+    reference = split_reference(x[split.pool], y[split.pool], recipe.defense.reference_samples, recipe.seed + 5)
+
+    def make_model():
+        return build_model(recipe.model, ds.in_shape, ds.num_classes)
+
+    t0 = time.perf_counter()
+    out = run_pipeline(make_model, ds.in_shape, xm, ym, recipe, recipe.seed, work, "target", reference=reference,
+                       dense_only=dense_only)
+    train_s = time.perf_counter() - t0
+    key = pipeline_key(recipe, split.hash())
+    targets = {v: torch_predictor(m, key=f"target-{v}-{key}") for v, m in out.models.items()}
+    label = quant_variant(recipe)
+    if label and not dense_only:
+        targets[label] = onnx_predictor(out.onnx[label], key=f"target-{label}-{key}")
+    arecipe = attacker_recipe or recipe
+    factory = ModelFactory(make_model, ds.in_shape, arecipe, pipeline_key(arecipe, split.hash()), list(targets),
+                           pool=split.pool)
+    plan = AuditPlan(attacks, shadows, references, max_samples, 2000, 200, recipe.seed)
+    audit = run_audit(ds, split, targets, plan, factory, SignalCache(cache or work / "cache"))
+    res = {"seed": recipe.seed, "train_seconds": train_s, "audit_seconds": audit["timing"]["total_s"],
+           "variants": {}}
+    for v, a in audit["variants"].items():
+        res["variants"][v] = {"test_accuracy": a["test_accuracy"], "train_accuracy": a["train_accuracy"],
+                              "attacks": {n: {k: r[k] for k in ("auc", "attack_accuracy", "oracle_balanced_accuracy",
+                                                                "tpr@0.001fpr", "tpr@0.01fpr", "ci95") if k in r}
+                                          for n, r in a["attacks"].items()}}
+    res["deployed"] = "dense" if dense_only else label or "pruned"
+    return res
+
+
+def mean_ci(values: list[float]) -> dict:
+    """Mean and the 95% t-interval over seeds (half-width; 0 for one seed)."""
+    n = len(values)
+    m = sum(values) / n
+    if n < 2:
+        return {"mean": m, "ci95": 0.0, "n": n}
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
+    return {"mean": m, "ci95": T975.get(n - 1, 1.96) * sd / math.sqrt(n), "n": n}
+
+
+def summarise(runs: list[dict], variant: str, attacks: list[str]) -> dict:
+    rows = [r["variants"][variant if variant != "deployed" else r["deployed"]] for r in runs]
+    out = {"test_accuracy": mean_ci([r["test_accuracy"] for r in rows])}
+    for name in attacks:
+        for metric in ("auc", "tpr@0.001fpr", "attack_accuracy", "oracle_balanced_accuracy"):
+            vals = [r["attacks"][name].get(metric) for r in rows if name in r["attacks"]]
+            if any(v is None for v in vals):  # below resolution (or no attacker threshold) in some seed: no mean
+                continue
+            if vals:
+                out[f"{name} {metric}"] = mean_ci(vals)
     return out
 
 
-def _key(r: dict) -> tuple:
-    s = r["selection"]
-    return (1.0 if s["max_tpr@0.1%"] is None else s["max_tpr@0.1%"], s["max_auc"])
+def goal(dense: dict, deployed: dict, lira: str = "lira-online-fixed") -> dict:
+    """Issue 16's goal: LiRA TPR@0.1% at most half the dense undefended model's, accuracy within 1 point."""
+    k = f"{lira} tpr@0.001fpr"
+    if k not in dense or k not in deployed:
+        return {"evaluated": False}
+    half = dense[k]["mean"] / 2
+    acc_gap = dense["test_accuracy"]["mean"] - deployed["test_accuracy"]["mean"]
+    return {"evaluated": True, "tpr_dense": dense[k]["mean"], "tpr": deployed[k]["mean"],
+            "tpr_ci95": deployed[k]["ci95"], "tpr_at_most_half": deployed[k]["mean"] <= half,
+            "tpr_upper_ci_at_most_half": deployed[k]["mean"] + deployed[k]["ci95"] <= half,
+            "accuracy_gap_points": 100 * acc_gap, "accuracy_within_1_point": acc_gap <= 0.01,
+            "met": deployed[k]["mean"] <= half and acc_gap <= 0.01}
+
+
+def pareto(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Labels no other point beats on both higher accuracy and lower TPR."""
+    return [a for a, (acc, tpr) in points.items()
+            if not any(b != a and acc2 >= acc and tpr2 <= tpr and (acc2, tpr2) != (acc, tpr)
+                       for b, (acc2, tpr2) in points.items())]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="tiny epochs and one sparsity (smoke test of the script)")
-    ap.add_argument("--datasets", default=",".join(DATASETS))
-    ap.add_argument("--sparsities", default="0.5,0.8")
-    ap.add_argument("--shadows", type=int, default=2)
-    ap.add_argument("--references", type=int, default=4)
+    ap.add_argument("--configs", default="all", help="comma-separated labels of CONFIGS, or all")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--data", default="purchase-synth")
+    ap.add_argument("--model", default="mlp")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--finetune-epochs", type=int, default=10)
+    ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--quant", default="int8", choices=["int8", "none"])
+    ap.add_argument("--references", type=int, default=16)
+    ap.add_argument("--reference-samples", type=int, default=2000)
     ap.add_argument("--out", default="benchmarks/results/privacy_tradeoff_cpu.json")
     args = ap.parse_args()
 
-    from rich.console import Console
-    from rich.table import Table
-
     from edgeprune import api
-    from edgeprune.defend import parse
-    from edgeprune.recipe import Recipe, from_dict
 
-    sparsities = [float(s) for s in args.sparsities.split(",")]
-    if args.quick:
-        sparsities = sparsities[:1]
-    work = Path(tempfile.mkdtemp())
-    results, t_start = [], time.perf_counter()
-    try:
-        for name in args.datasets.split(","):
-            cfg = DATASETS[name]
-            base = {"model": cfg["model"], "data": cfg["data"], "train": dict(cfg["train"]),
-                    "finetune": dict(cfg["finetune"]),
-                    "audit": {"attacks": ATTACKS, "shadows": args.shadows, "references": args.references},
-                    "bench": {"batches": [1], "duration_s": 0.5, "threads": 1}}
-            if args.quick:
-                base["train"]["epochs"], base["finetune"]["epochs"] = 3, 1
-                base["data"] = "purchase-synth:4000" if cfg["data"] == "purchase-synth" else cfg["data"]
-            dense_dir = work / f"{cfg['model']}-dense"
-            api.compress(from_dict(Recipe, base).validate(), dense_dir, stages=["train"], log=lambda m: None)
-            weights = str(dense_dir / api.DENSE_WEIGHTS)
-            for sparsity in sparsities:
-                for label, criterion, defense, quant in CONFIGS:
-                    d = json.loads(json.dumps(base))
-                    d["weights"] = weights
-                    d["prune"] = {"sparsity": sparsity, "criterion": criterion}
-                    dname, strength = parse(defense)
-                    d["defense"] = {"name": dname, "strength": strength}
-                    d["quant"] = {"mode": quant}
-                    recipe = from_dict(Recipe, d).validate()
-                    t0 = time.perf_counter()
-                    run_dir = api.compress(recipe, work / f"{cfg['model']}-{sparsity}-{len(results)}",
-                                           log=lambda m: None)
-                    report = api.load_report(run_dir)
-                    manifest = json.loads((run_dir / "manifest.json").read_text())
-                    deployed = report["rows"][-1]["variant"]
-                    entry = {"dataset": name, "sparsity": sparsity, "config": label, "criterion": criterion,
-                             "defense": defense, "quant": quant, "seconds": time.perf_counter() - t0,
-                             "dense": _row(report, "dense"), "pruned_fp32": _row(report, "pruned"),
-                             "deployed": _row(report, deployed),
-                             "defense_info": manifest["stages"]["finetune"]["results"].get("defense"),
-                             "quant_info": {k: v for k, v in manifest["stages"]["quantize"]["results"].items()
-                                            if k != "mixed"} | ({"mixed": {
-                                 k: v for k, v in manifest["stages"]["quantize"]["results"]["mixed"].items()
-                                 if k != "probes"}} if quant == "mixed" else {})}
-                    results.append(entry)
-                    print(f"{name} s={sparsity} {label}: acc {entry['deployed']['test_accuracy']:.3f} "
-                          f"max AUC {entry['deployed']['max_auc']:.3f} ({entry['seconds']:.0f}s)", file=sys.stderr)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-    verdicts = _verdicts(results)
-    doc = {"benchmark": "privacy_tradeoff", "command": " ".join(sys.argv), "machine": api.machine(),
-           "attacks": ATTACKS, "shadows": args.shadows, "references": args.references,
-           "total_seconds": time.perf_counter() - t_start, "results": results, "verdicts": verdicts}
+    labels = list(CONFIGS) if args.configs == "all" else [c.strip() for c in args.configs.split(",")]
+    unknown = [c for c in labels if c not in CONFIGS]
+    if unknown:
+        sys.exit(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    base = base_recipe(args)
+    t_start = time.perf_counter()
+    results = {}
+    for label in labels:
+        runs = []
+        for seed in seeds:
+            work = Path(tempfile.mkdtemp())
+            try:
+                recipe = make_recipe(base, CONFIGS[label], seed)
+                r = run_one(recipe, ATTACKS, 0, args.references, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            runs.append(r)
+            dep = r["variants"][r["deployed"]]
+            print(f"{label} seed {seed}: acc {dep['test_accuracy']:.3f} LiRA TPR@0.1% "
+                  f"{dep['attacks']['lira-online-fixed']['tpr@0.001fpr']:.3f} "
+                  f"({r['train_seconds'] + r['audit_seconds']:.0f}s)", file=sys.stderr, flush=True)
+        results[label] = {"overrides": CONFIGS[label], "runs": runs,
+                          "dense": summarise(runs, "dense", ATTACKS),
+                          "deployed": summarise(runs, "deployed", ATTACKS)}
+    doc = finish(results, args, t_start, api.machine())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2))
-    _plot(results, out.with_suffix(".png"))
-
-    con = Console(width=200)
-    t = Table("data", "s", "config", "acc", "loss AUC", "loss TPR", "LiRA AUC", "LiRA TPR", "SAMIA AUC",
-              "SAMIA TPR", "ms b1", title="privacy trade-off (deployed artifact; TPR at 0.1% FPR)")
-    for ds in dict.fromkeys(r["dataset"] for r in results):
-        first = next(r for r in results if r["dataset"] == ds)
-        t.add_row(ds, "-", "dense", *_cells(first["dense"]))
-        for r in results:
-            if r["dataset"] == ds:
-                t.add_row("", str(r["sparsity"]), r["config"], *_cells(r["deployed"]))
-    con.print(t)
-    for v in verdicts:
-        con.print(v["text"])
-    con.print(f"wrote {out} and {out.with_suffix('.png')}")
+    _plot(doc, out.with_suffix(".png"))
+    print_table(doc)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 
 
-def _f(v) -> str:
-    return "below res." if v is None else f"{v:.3f}"
+def finish(results: dict, args, t_start: float, machine: dict) -> dict:
+    lira = "lira-online-fixed tpr@0.001fpr"
+    dense = results.get("pruned l1", next(iter(results.values())))["dense"]  # the dense undefended model
+    points = {"dense (undefended)": (dense["test_accuracy"]["mean"], dense.get(lira, {}).get("mean", 0.0))}
+    for label, r in results.items():
+        r["goal"] = goal(dense, r["deployed"])
+        points[label] = (r["deployed"]["test_accuracy"]["mean"], r["deployed"].get(lira, {}).get("mean", 0.0))
+    return {"benchmark": "privacy_tradeoff", "command": " ".join(sys.argv), "machine": machine,
+            "settings": {k: v for k, v in vars(args).items()}, "attacks": ATTACKS,
+            "total_seconds": time.perf_counter() - t_start, "dense_undefended": dense, "results": results,
+            "pareto": pareto(points), "goal_met_by": [k for k, r in results.items() if r["goal"].get("met")]}
 
 
-def _cells(r: dict) -> list[str]:
-    return [f"{r['test_accuracy']:.3f}", f"{r['loss_auc']:.3f}", _f(r["loss_tpr@0.1%"]),
-            f"{r['lira-online-fixed_auc']:.3f}", _f(r["lira-online-fixed_tpr@0.1%"]), f"{r['samia_auc']:.3f}",
-            _f(r["samia_tpr@0.1%"]), f"{r['latency_b1_ms']:.3f}"]
+def _fmt(s: dict) -> str:
+    return f"{s['mean']:.3f} ± {s['ci95']:.3f}"
 
 
-def _verdicts(results: list[dict]) -> list[dict]:
-    """Per data set and sparsity: the configuration with the lowest strongest-attack TPR@0.1% among those
-    within 1 accuracy point of undefended pruning, against undefended pruning. The choice (accuracy and
-    leakage) is made on the validation split; the figures it prints are the audited non-members'."""
-    out = []
-    for key in dict.fromkeys((r["dataset"], r["sparsity"]) for r in results):
-        group = [r for r in results if (r["dataset"], r["sparsity"]) == key]
-        base = next(r for r in group if r["config"] == "pruned l1")["deployed"]
-        ok = [r for r in group if r["config"] != "pruned l1"
-              and r["deployed"]["selection"]["accuracy"] >= base["selection"]["accuracy"] - 0.01]
-        best = min(ok, key=lambda r: _key(r["deployed"])) if ok else None
-        v = {"dataset": key[0], "sparsity": key[1], "undefended": base, "best": best and best["config"]}
-        if best is None:
-            v["text"] = f"{key[0]} s={key[1]}: no configuration stays within 1 point of undefended pruning's accuracy"
-        else:
-            b = best["deployed"]
-            bt, ut = b["max_tpr@0.1%"], base["max_tpr@0.1%"]  # reported on the audited non-members
-            v["beats_undefended"] = (bt is not None and ut is not None and bt < ut) or (
-                bt == ut and b["max_auc"] < base["max_auc"])
-            v["text"] = (f"{key[0]} s={key[1]}: best within 1 point = {best['config']} (acc {b['test_accuracy']:.3f} vs "
-                         f"{base['test_accuracy']:.3f}); strongest-attack TPR@0.1% {_f(bt)} vs "
-                         f"{_f(ut)}, AUC {b['max_auc']:.3f} vs {base['max_auc']:.3f}"
-                         + ("" if v["beats_undefended"] else " - does NOT beat undefended pruning"))
-        out.append(v)
-    return out
+def print_table(doc: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("configuration", "test acc", "loss AUC", "LiRA AUC", "LiRA TPR@0.1%", "goal",
+              title=f"privacy trade-off, deployed variant, mean ± 95% CI over seeds ({doc['settings']['seeds']})")
+    d = doc["dense_undefended"]
+    t.add_row("dense (undefended)", _fmt(d["test_accuracy"]), _fmt(d["loss auc"]), _fmt(d["lira-online-fixed auc"]),
+              _fmt(d["lira-online-fixed tpr@0.001fpr"]), "-")
+    for label, r in doc["results"].items():
+        s = r["deployed"]
+        g = r["goal"]
+        t.add_row(label, _fmt(s["test_accuracy"]), _fmt(s["loss auc"]), _fmt(s["lira-online-fixed auc"]),
+                  _fmt(s["lira-online-fixed tpr@0.001fpr"]),
+                  ("MET" if g["met"] else f"no (TPR {'<=' if g['tpr_at_most_half'] else '>'} half, "
+                   f"acc gap {g['accuracy_gap_points']:.1f} pt)") if g.get("evaluated") else "-")
+    Console(width=200).print(t)
+    print("Pareto front (accuracy vs LiRA TPR@0.1%):", ", ".join(doc["pareto"]))
+    print("goal met by:", ", ".join(doc["goal_met_by"]) or "none")
 
 
-def _plot(results: list[dict], path: Path) -> None:
+def _plot(doc: dict, path: Path) -> None:
     import matplotlib
-    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = list(dict.fromkeys((r["dataset"], r["sparsity"]) for r in results))
-    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4.2), squeeze=False)
-    for ax, key in zip(axes[0], groups, strict=True):
-        group = [r for r in results if (r["dataset"], r["sparsity"]) == key]
-        d = group[0]["dense"]
-        ax.scatter([d["test_accuracy"]], [d["max_tpr@0.1%"] or np.nan], marker="s", c="black", label="dense")
-        for r in group:
-            x, y = r["deployed"]["test_accuracy"], r["deployed"]["max_tpr@0.1%"]
-            if y is None:  # below resolution: not plotted as a number
-                continue
-            ax.scatter([x], [y], marker="*" if r["config"] == "pruned l1" else "o", s=70)
-            ax.annotate(r["config"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_title(f"{key[0]}, sparsity {key[1]}")
-        ax.set_xlabel("test accuracy (deployed artifact)")
-        ax.set_ylabel("strongest attack TPR @ 0.1% FPR")
-        ax.legend(loc="best", fontsize=7)
+    k = "lira-online-fixed tpr@0.001fpr"
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    d = doc["dense_undefended"]
+    ax.errorbar([d["test_accuracy"]["mean"]], [d[k]["mean"]], xerr=[d["test_accuracy"]["ci95"]],
+                yerr=[d[k]["ci95"]], fmt="s", c="black", label="dense (undefended)")
+    for label, r in doc["results"].items():
+        s = r["deployed"]
+        ax.errorbar([s["test_accuracy"]["mean"]], [s[k]["mean"]], xerr=[s["test_accuracy"]["ci95"]],
+                    yerr=[s[k]["ci95"]], fmt="*" if label in doc["pareto"] else "o", capsize=2)
+        ax.annotate(label, (s["test_accuracy"]["mean"], s[k]["mean"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.axhline(d[k]["mean"] / 2, ls="--", c="grey", lw=0.8, label="goal: half the dense TPR")
+    ax.axvline(d["test_accuracy"]["mean"] - 0.01, ls=":", c="grey", lw=0.8, label="goal: dense accuracy - 1 pt")
+    ax.set_xlabel("test accuracy (deployed variant)")
+    ax.set_ylabel("LiRA (fixed variance) TPR @ 0.1% FPR")
+    ax.set_title(f"{doc['settings']['data']}, sparsity {doc['settings']['sparsity']}, mean ± 95% CI")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -18,6 +18,8 @@ STAGES = ["train", "prune", "finetune", "export", "quantize", "audit", "bench", 
 DENSE_WEIGHTS = "dense/model.safetensors"
 DENSE_ONNX = "dense/model.onnx"
 PRUNED_WEIGHTS = "pruned/model.safetensors"  # right after the pruning schedule, before fine-tuning
+TEACHER_WEIGHTS = "dense/teacher.safetensors"  # undefended dense model (defense scope train/both + dmp/distill-reg)
+REWIND_WEIGHTS = "dense/rewind.safetensors"  # the dense weights prune.rewind retrains the pruned model from
 PLAN = "plan.json"
 WEIGHTS = "model.safetensors"
 ONNX = "model.onnx"
@@ -41,6 +43,7 @@ class Context:
         model = build_model(recipe.model, self.ds.in_shape, self.ds.num_classes)
         check_fits(model, self.ds.in_shape, self.ds.num_classes, name=f"model {recipe.model!r}")
         if recipe.weights:
+            self.init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # rewind: init
             load_weights(model, recipe.weights)
         if recipe.prune.plan:  # a replayed plan must fit this model before the dense model trains
             import copy
@@ -98,6 +101,12 @@ def _load_state(model, path: Path):
 
 def load_dense(ctx: Context, run_dir: Path):
     return _load_state(ctx.fresh_model(), run_dir / DENSE_WEIGHTS)
+
+
+def load_teacher(ctx: Context, run_dir: Path):
+    """The undefended dense model: the teacher of dmp / distill-reg (see edgeprune.pipeline.teacher_of)."""
+    path = Path(run_dir) / TEACHER_WEIGHTS
+    return _load_state(ctx.fresh_model(), path) if path.is_file() else load_dense(ctx, run_dir)
 
 
 def load_pruned(ctx: Context, run_dir: Path):
@@ -164,11 +173,25 @@ def _stage_train(ctx: Context, run):
     model = ctx.initial
     xm, ym = ctx.tensors("members")
     xn, yn = ctx.tensors("nonmembers")
-    history = []
+    history, artifacts, extra = [], [DENSE_WEIGHTS], {}
     if ctx.recipe.weights is None:
-        history = train_dense(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed)
+        trained = train_dense(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed, reference=ctx.reference())
+        history, rewind = trained.history, trained.rewind
+        extra["defense"] = trained.defense
+        if trained.teacher is not None:
+            run.write_bytes(TEACHER_WEIGHTS, _state_bytes(trained.teacher))
+            artifacts.append(TEACHER_WEIGHTS)
+            extra["teacher_test_accuracy"] = accuracy(predict_logits(trained.teacher, xn), yn)
+    else:
+        rewind = ctx.init_state if ctx.recipe.prune.rewind == "init" else None
+    if rewind is not None:
+        from safetensors.torch import save
+
+        run.write_bytes(REWIND_WEIGHTS, save({k: v.contiguous() for k, v in rewind.items()}))
+        artifacts.append(REWIND_WEIGHTS)
+        extra["rewind"] = ctx.recipe.prune.rewind
     run.write_bytes(DENSE_WEIGHTS, _state_bytes(model))
-    return [DENSE_WEIGHTS], {
+    return artifacts, {**extra,
         "loaded_weights": ctx.recipe.weights,
         "epochs": len(history),
         "final_loss": history[-1] if history else None,
@@ -220,15 +243,22 @@ def _stage_finetune(ctx: Context, run):
     from edgeprune.train import accuracy, predict_logits
 
     plan = json.loads(run.path(PLAN).read_text())
-    model = _load_state(apply_plan(ctx.fresh_model(), plan), run.path(PRUNED_WEIGHTS))
+    if run.path(REWIND_WEIGHTS).is_file():  # retrain the pruned architecture from the rewound dense weights
+        from safetensors.torch import load_file
+
+        from edgeprune.pipeline import rewound
+
+        model = rewound(ctx.fresh_model, load_file(str(run.path(REWIND_WEIGHTS))), plan)
+    else:
+        model = _load_state(apply_plan(ctx.fresh_model(), plan), run.path(PRUNED_WEIGHTS))
     xm, ym = ctx.tensors("members")
     xn, yn = ctx.tensors("nonmembers")
     before = accuracy(predict_logits(model, xn), yn)
     history, defense = finetune(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed + 1, masks=plan_masks(plan),
-                                reference=ctx.reference(), teacher=load_dense(ctx, run.dir))
+                                reference=ctx.reference(), teacher=load_teacher(ctx, run.dir))
     run.write_bytes(WEIGHTS, _state_bytes(model))
     return [WEIGHTS], {
-        "defense": defense,
+        "defense": defense, "scope": ctx.recipe.defense.scope, "rewind": ctx.recipe.prune.rewind,
         "test_accuracy_before": before,
         "train_accuracy": accuracy(predict_logits(model, xm), ym),
         "test_accuracy": accuracy(predict_logits(model, xn), yn),
@@ -269,7 +299,7 @@ def _stage_quantize(ctx: Context, run):
     xm, ym = ctx.tensors("members")
     plan = json.loads(run.path(PLAN).read_text())
     _, info = quantize_model(load_pruned(ctx, run.dir), ctx.ds.in_shape, xc, ctx.recipe, run.tmp_path(rel), xm, ym,
-                             ctx.reference(), load_dense(ctx, run.dir), plan_masks(plan), ctx.recipe.seed + 1)
+                             ctx.reference(), load_teacher(ctx, run.dir), plan_masks(plan), ctx.recipe.seed + 1)
     run.commit(rel)
     xt, yt = ctx.arrays("nonmembers")
     q = predict(run.path(rel), xt, "reference")  # the same figures on every CPU (edgeprune.quant.targets)

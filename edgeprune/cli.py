@@ -90,6 +90,8 @@ def compress(
     epochs: int | None = typer.Option(None, help="epochs to train the dense model"),
     finetune_epochs: int | None = typer.Option(None, help="epochs to fine-tune after pruning"),
     defense: str | None = typer.Option(None, help="fine-tuning defense NAME[:STRENGTH], e.g. kl:4 (see `edgeprune defenses`)"),
+    defense_scope: str | None = typer.Option(None, help="where the defense acts: finetune | train (the dense model) | both"),
+    rewind: str | None = typer.Option(None, help="retrain the pruned model from dense weights: none | init | epoch:K"),
     quant: str | None = typer.Option(None, help="int8 | mixed (8/4-bit weights chosen against leakage) | none"),
     qat_epochs: int | None = typer.Option(None, help="fake-quant fine-tuning epochs before export (0: PTQ only)"),
     target_bits: float | None = typer.Option(None, help="mixed: average weight bits to reach (4-8)"),
@@ -116,7 +118,8 @@ def compress(
                      (r, "data", data), (r.prune, "sparsity", sparsity), (r.prune, "method", method),
                      (r.prune, "criterion", criterion), (r.prune, "schedule", schedule), (r.train, "epochs", epochs),
                      (r.finetune, "epochs", finetune_epochs), (r.quant, "mode", quant),
-                     (r, "weights", str(weights) if weights is not None else None), (r, "seed", seed)]
+                     (r, "weights", str(weights) if weights is not None else None), (r, "seed", seed),
+                     (r.defense, "scope", defense_scope), (r.prune, "rewind", rewind)]
         for section, field, value in overrides:  # options given on the command line win over the recipe
             if value is not None:
                 setattr(section, field, value)
@@ -510,6 +513,8 @@ def tune(
     criterion: str = typer.Option("l1", help="comma-separated criteria (l1, leakage, ...)"),
     defense: str = typer.Option("none", help="comma-separated NAME[:STRENGTH] defenses, e.g. none,kl:4,relaxloss:1"),
     quant: str = typer.Option("int8", help="comma-separated quantization modes (int8, mixed, none)"),
+    defense_scope: str | None = typer.Option(None, help="where every trial's defense acts: finetune | train | both"),
+    rewind: str | None = typer.Option(None, help="every trial retrains the pruned model from: none | init | epoch:K"),
     max_acc_drop: float | None = typer.Option(None, help="budget: accuracy points below the dense model"),
     max_auc: float | None = typer.Option(None, help="budget: AUC of the strongest attack"),
     max_tpr: float | None = typer.Option(None, help="budget: TPR at 0.1% FPR of the strongest attack"),
@@ -540,7 +545,8 @@ def tune(
                                       (r.finetune, "epochs", finetune_epochs), (r, "seed", seed),
                                       (r.audit, "shadows", shadows), (r.audit, "references", references),
                                       (r, "weights", str(weights) if weights is not None else None),
-                                      (r.audit, "attacks", _words(attacks) if attacks else None)]:
+                                      (r.audit, "attacks", _words(attacks) if attacks else None),
+                                      (r.defense, "scope", defense_scope), (r.prune, "rewind", rewind)]:
             if value is not None:
                 setattr(section, field, value)
         r.validate()
@@ -601,7 +607,7 @@ def defenses():
 
     t = Table("defense", "strength (default)", "needs")
     for d in describe():
-        t.add_row(_esc(d["name"]), _esc(f"{d['strength']} ({d['default_strength']})") if d["name"] != "none" else "-",
+        t.add_row(_esc(d["name"]), _esc(f"{d['strength']} ({'per data set' if d['default_strength'] is None else d['default_strength']})") if d["name"] != "none" else "-",
                   _esc(", ".join(d["needs"]) or "-"))
     _console().print(t)
 

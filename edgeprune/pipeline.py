@@ -16,16 +16,92 @@ from edgeprune.recipe import Recipe
 Reference = tuple[torch.Tensor, torch.Tensor] | None  # the defender's held-out data (never audited)
 
 
-def make_defense(recipe: Recipe, reference: Reference, teacher: nn.Module | None, seed: int):
+def make_defense(recipe: Recipe, reference: Reference, teacher: nn.Module | None, seed: int, phase: str = "finetune"):
+    """The recipe's defense for ``phase`` (train | finetune), or None where its scope leaves that phase out."""
     from edgeprune.defend import build
 
-    return build(recipe.defense, reference=reference, teacher=teacher, seed=seed)
+    if not defended(recipe, phase):
+        return None
+    defense = build(recipe.defense, reference=reference, teacher=teacher, seed=seed, data=recipe.data)
+    defense.phase = phase
+    return defense
 
 
-def train_dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, desc="train dense"):
+def defended(recipe: Recipe, phase: str) -> bool:
+    return recipe.defense.name != "none" and recipe.defense.scope in (phase, "both")
+
+
+def _validation(cfg, reference: Reference) -> Reference:
+    return reference if cfg.early_stopping else None
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@dataclass
+class Dense:
+    """What training the dense model produced beside its weights."""
+
+    history: list[float]
+    defense: dict | None = None  # the defense's report when the scope covers training
+    teacher: nn.Module | None = None  # undefended model on the same data, when a defended one needs a teacher
+    rewind: dict[str, torch.Tensor] | None = None  # the weights ``prune.rewind`` names
+
+
+def teacher_of(dense: nn.Module, trained: Dense | None) -> nn.Module:
+    """The teacher of dmp / distill-reg: the undefended model trained on the members (the dense model itself
+    unless the defense's scope covered its training)."""
+    return trained.teacher if trained is not None and trained.teacher is not None else dense
+
+
+def train_dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, desc="train dense",
+                reference: Reference = None) -> Dense:
+    """Train the dense model in place: with the recipe's defense when its scope covers training (a defense
+    that needs a teacher first gets an undefended copy trained on the same data), keeping the weights
+    ``prune.rewind`` asks for."""
+    import copy
+
+    from edgeprune.defend import needs
+    from edgeprune.errors import ConfigError
+    from edgeprune.recipe import parse_rewind
     from edgeprune.train import train
 
-    return train(model, x, y, recipe.train, seed=seed, description=desc)
+    kind, k = parse_rewind(recipe.prune.rewind)
+    snap: dict = {}
+    if kind == "epoch" and k == 0:
+        snap["state"] = _state(model)
+
+    def keep(epoch: int, m: nn.Module) -> None:
+        if kind == "epoch" and epoch == k:
+            snap["state"] = _state(m)
+
+    out = Dense(history=[])
+    teacher = None
+    if defended(recipe, "train") and "teacher" in needs(recipe.defense.name):
+        teacher = copy.deepcopy(model)
+        train(teacher, x, y, recipe.train, seed=seed, description=f"{desc} (teacher)",
+              validation=_validation(recipe.train, reference))
+        out.teacher = teacher.eval()
+    defense = make_defense(recipe, reference, teacher, seed, phase="train")
+    out.history = train(model, x, y, recipe.train, seed=seed, description=desc, defense=defense,
+                        validation=_validation(recipe.train, reference), on_epoch=keep)
+    out.defense = defense.info() if defense is not None else None
+    if kind == "epoch":
+        if "state" not in snap:
+            raise ConfigError(f"prune rewind {recipe.prune.rewind}: training stopped early after "
+                              f"{len(out.history)} epochs")
+        out.rewind = snap["state"]
+    return out
+
+
+def rewound(make_model, state: dict[str, torch.Tensor], plan: dict) -> nn.Module:
+    """The pruned architecture of ``plan`` carrying the rewound dense weights (kept channels, masks applied)."""
+    from edgeprune.prune.structured import apply_plan
+
+    model = make_model()
+    model.load_state_dict(state)
+    return apply_plan(model, plan)
 
 
 def plan_for(model: nn.Module, in_shape, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, seed: int,
@@ -38,11 +114,14 @@ def plan_for(model: nn.Module, in_shape, recipe: Recipe, x: torch.Tensor, y: tor
 
 def finetune(pruned: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, desc="fine-tune",
              masks=None, reference: Reference = None, teacher: nn.Module | None = None) -> tuple[list[float], dict]:
-    """Fine-tune with the recipe's defense; returns (loss history, what the defense reports)."""
+    """Fine-tune (or, after a rewind, retrain) with the recipe's defense where its scope covers fine-tuning;
+    returns (loss history, what the defense reports)."""
+    from edgeprune.defend.base import NoDefense
     from edgeprune.train import train
 
-    defense = make_defense(recipe, reference, teacher, seed)
-    history = train(pruned, x, y, recipe.finetune, seed=seed, description=desc, masks=masks or None, defense=defense)
+    defense = make_defense(recipe, reference, teacher, seed) or NoDefense(None, None)
+    history = train(pruned, x, y, recipe.finetune, seed=seed, description=desc, masks=masks or None, defense=defense,
+                    validation=_validation(recipe.finetune, reference))
     return history, defense.info()
 
 
@@ -77,7 +156,10 @@ def quantize_model(model: nn.Module, in_shape, calibration: np.ndarray, recipe: 
 
         if x is None:
             raise ConfigError("QAT needs training data")
-        defense = make_defense(recipe, reference, teacher, seed + 5)
+        from edgeprune.defend.base import NoDefense
+
+        defense = make_defense(recipe, reference, teacher, seed + 5) or NoDefense(None, None)
+        defense.from_scratch = False  # QAT continues the protected model (DMP must not re-initialise it)
         qat(model, x, y, dataclasses.replace(recipe.finetune, epochs=cfg.qat_epochs), bits, seed + 5, masks=masks,
             defense=defense)
         info["qat"] = {"epochs": cfg.qat_epochs, "defense": defense.info()}
@@ -142,18 +224,21 @@ def run_pipeline(
     with ``reference`` standing in for the defender's reference data."""
     torch.manual_seed(seed)
     dense = make_model()
-    train_dense(dense, x, y, recipe, seed, desc=f"{tag} dense")
+    trained = train_dense(dense, x, y, recipe, seed, desc=f"{tag} dense", reference=reference)
     if dense_only:
         return PipelineModels(models={"dense": dense.eval()})
     pruned = make_model()
     pruned.load_state_dict(dense.state_dict())
-    _, masks = plan_for(pruned, in_shape, recipe, x, y, seed + 1, reference=reference)
+    plan, masks = plan_for(pruned, in_shape, recipe, x, y, seed + 1, reference=reference)
+    if trained.rewind is not None:
+        pruned = rewound(make_model, trained.rewind, plan)
+    teacher = teacher_of(dense, trained)
     finetune(pruned, x, y, recipe, seed + 1, desc=f"{tag} fine-tune", masks=masks, reference=reference,
-             teacher=dense)
+             teacher=teacher)
     out = PipelineModels(models={"dense": dense.eval(), "pruned": pruned.eval()})
     label = quant_variant(recipe)
     if label:
         calib = calibration_set(x.numpy(), recipe.quant.calibration_samples, seed)
         out.onnx[label], _ = quantize_model(pruned, in_shape, calib, recipe, workdir / f"{tag}.q.onnx", x, y,
-                                            reference, dense, masks, seed + 1)
+                                            reference, teacher, masks, seed + 1)
     return out

@@ -42,6 +42,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     schedule: str = "cosine"  # cosine | constant
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (0 = off)
+    early_stopping: int = 0  # patience in epochs on the defender's reference data (0 = off); best epoch kept
+    augment: str = "none"  # none | crop-flip (images: random 4-pixel-padded crop + horizontal flip)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class PruneConfig:
     exclude: list[str] = field(default_factory=list)  # module-name globs never pruned (the classifier always is)
     plan: str | None = None  # replay this plan.json instead of computing one
     leakage_weight: float = 1.0  # criterion=leakage: weight of the memorisation score against task importance
+    rewind: str = "none"  # none | init | epoch:K: retrain the pruned architecture from these dense weights
 
 
 @dataclass
@@ -81,12 +85,14 @@ class QuantConfig:
 
 @dataclass
 class DefenseConfig:
-    name: str = "none"  # none | kl | advreg | relaxloss | dpsgd | distill (see `edgeprune defenses`)
+    name: str = "none"  # none | kl | advreg | relaxloss | dpsgd | dmp | distill-reg (see `edgeprune defenses`)
     strength: float | None = None  # the defense's own strength parameter; None = its default
     reference_samples: int = 2000  # defender's reference data (from outside members and non-members)
     max_grad_norm: float = 1.0  # dpsgd: per-sample clipping norm
     delta: float | None = None  # dpsgd: target delta (default 1 / members)
-    temperature: float = 4.0  # distill: softmax temperature
+    temperature: float = 4.0  # dmp / distill-reg: softmax temperature
+    scope: str = "finetune"  # finetune | train (the dense model's training) | both
+    upper: float | None = None  # relaxloss: confidence clamp; None = the data set's published default
 
 
 @dataclass
@@ -175,6 +181,11 @@ class Recipe:
                 raise ConfigError(f"{name}.optimizer must be adam or sgd, got {short(t.optimizer)}")
             if t.schedule not in ("cosine", "constant"):
                 raise ConfigError(f"{name}.schedule must be cosine or constant, got {short(t.schedule)}")
+            if not 0.0 <= t.label_smoothing < 1.0 or t.early_stopping < 0 or t.weight_decay < 0:
+                raise ConfigError(f"{name}: label_smoothing must be in [0, 1), early_stopping and weight_decay >= 0")
+            if t.augment not in ("none", "crop-flip"):
+                raise ConfigError(f"{name}.augment must be none or crop-flip, got {short(t.augment)}")
+        self._validate_scope()
         if self.quant.mode not in ("int8", "mixed", "none"):
             raise ConfigError(f"quant mode must be int8, mixed or none, got {short(self.quant.mode)}")
         if not 4.0 <= self.quant.target_bits <= 8.0:
@@ -255,6 +266,33 @@ def _check_types(obj, where: str = "recipe") -> None:
             _check_types(value, here)
             continue
         _convert(hints[f.name], value, here)
+
+
+    def _validate_scope(self) -> None:
+        if self.defense.scope not in SCOPES:
+            raise ConfigError(f"defense scope must be one of {', '.join(SCOPES)}, got {self.defense.scope!r}")
+        kind, k = parse_rewind(self.prune.rewind)
+        if kind == "epoch" and k > self.train.epochs:
+            raise ConfigError(f"prune rewind epoch:{k} is past the dense training's {self.train.epochs} epochs")
+        if self.weights and (kind == "epoch" and k > 0 or self.defense.scope != "finetune"
+                             and self.defense.name != "none"):
+            raise ConfigError("rewind to a training epoch and defense scope train / both need the dense model "
+                              "trained here, not loaded weights")
+
+
+SCOPES = ("finetune", "train", "both")
+
+
+def parse_rewind(spec: str) -> tuple[str, int]:
+    """'none' -> ('none', 0); 'init' -> ('epoch', 0); 'epoch:3' -> ('epoch', 3)."""
+    if spec == "none":
+        return "none", 0
+    if spec == "init":
+        return "epoch", 0
+    head, _, k = spec.partition(":")
+    if head == "epoch" and k.isdigit():
+        return "epoch", int(k)
+    raise ConfigError(f"prune rewind must be none, init or epoch:K (K a whole number), got {spec!r}")
 
 
 def _convert(tp, value, where: str):

@@ -41,16 +41,24 @@ def train(
     masks: dict[str, torch.Tensor] | None = None,
     description: str = "train",
     defense=None,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
 ) -> list[float]:
     """Train in place; returns the mean loss per epoch. Same seed, same data -> same weights.
 
-    ``defense`` (edgeprune.defend) may replace the objective, the batch sampler, and wrap model and
-    optimizer (DP-SGD); its ``info()`` afterwards says what it did."""
+    ``defense`` (edgeprune.defend) may replace the objective, the training set (DMP), the batch sampler,
+    and wrap model and optimizer (DP-SGD); its ``info()`` afterwards says what it did.
+    ``validation``: held-out (x, y) for early stopping (``cfg.early_stopping`` epochs of patience; the
+    weights of the best epoch are kept). ``on_epoch(k, model)`` runs after each epoch k = 1, 2, ..."""
     from edgeprune.defend.base import NoDefense, Step
+    from edgeprune.errors import ConfigError
 
     defense = defense or NoDefense(None, None)
+    if cfg.early_stopping and validation is None:
+        raise ConfigError("early_stopping needs the defender's reference data (defense.reference_samples > 0)")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    x, y = defense.training_set(x, y)
     opt = make_optimizer(model.parameters(), cfg)
     steps_per_epoch = max(1, math.ceil(len(x) / cfg.batch_size))
     total = cfg.epochs * steps_per_epoch
@@ -59,11 +67,12 @@ def train(
         if cfg.schedule == "cosine"
         else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     )
-    if masks:
-        apply_masks(model, masks)
     history: list[float] = []
     model.train()
     net, opt = defense.prepare(model, opt, len(x), cfg.batch_size, total)
+    if masks:  # after prepare: a defense may re-initialise the weights (DMP trains from scratch)
+        apply_masks(model, masks)
+    stopper = _EarlyStopping(cfg.early_stopping, validation) if cfg.early_stopping else None
     step = 0
     with progress() as bar:
         task = bar.add_task(description, total=total)
@@ -75,8 +84,11 @@ def train(
                 if idx.numel() < 2 and len(x) >= 2:  # BatchNorm needs two samples
                     continue
                 xb, yb = x[idx], y[idx]
+                if cfg.augment == "crop-flip" and xb.dim() == 4:
+                    xb = crop_flip(xb, gen)
                 logits = net(xb)
-                loss = defense.loss(net, xb, yb, logits, F.cross_entropy(logits, yb), Step(epoch, step))
+                ce = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+                loss = defense.loss(net, xb, yb, logits, ce, Step(epoch, step))
                 for term in loss_terms:
                     loss = loss + term(net, xb, yb, logits)
                 opt.zero_grad(set_to_none=True)
@@ -89,9 +101,55 @@ def train(
                 running += float(loss.detach()) * len(idx)
                 seen += len(idx)
             history.append(running / max(seen, 1))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, model)
+            if stopper is not None and stopper.stop(model):
+                break
     defense.finish(net)
+    if stopper is not None:
+        stopper.restore(model)
     model.eval()
     return history
+
+
+class _EarlyStopping:
+    """Keep the weights of the epoch with the lowest validation loss; stop after ``patience`` epochs
+    without improvement."""
+
+    def __init__(self, patience: int, validation):
+        self.patience, self.validation = patience, validation
+        self.best, self.best_state, self.bad = math.inf, None, 0
+        self.epochs = self.best_epoch = 0
+
+    def stop(self, model: nn.Module) -> bool:
+        self.epochs += 1
+        loss = float(F.cross_entropy(predict_logits(model, self.validation[0]), self.validation[1]))
+        model.train()
+        if loss < self.best:
+            self.best, self.bad = loss, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.best_epoch = self.epochs
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+def crop_flip(xb: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The standard image augmentation: a random crop of the zero-padded image and a horizontal flip with
+    probability 1/2, per sample, drawn from the training generator (so seeded). Written here to avoid a
+    torchvision dependency for two tensor operations."""
+    n, _, h, w = xb.shape
+    padded = F.pad(xb, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    out[flip] = out[flip].flip(-1)
+    return out
 
 
 @torch.no_grad()

@@ -79,12 +79,17 @@ class Budget:
 
 def trial_recipe(base, point: dict, weights: str, finetune_epochs: int | None = None):
     from edgeprune.defend import parse
+    from edgeprune.recipe import parse_rewind
 
     r = dataclasses.replace(base, prune=dataclasses.replace(base.prune), quant=dataclasses.replace(base.quant),
                             defense=dataclasses.replace(base.defense), finetune=dataclasses.replace(base.finetune))
-    r.weights = weights
     r.prune.sparsity, r.prune.method, r.prune.criterion = point["sparsity"], point["method"], point["criterion"]
     r.defense.name, r.defense.strength = parse(point["defense"])
+    # a defense whose scope covers the dense training, or a rewind to a training epoch, needs the trial to
+    # train its own dense model; every other trial shares the one trained for the search
+    own_dense = (r.defense.scope != "finetune" and r.defense.name != "none") or \
+        parse_rewind(r.prune.rewind)[1] > 0
+    r.weights = base.weights if own_dense else weights  # loaded weights + own_dense: validate() says why not
     r.quant.mode = point["quant"]
     if finetune_epochs is not None:
         r.finetune.epochs = finetune_epochs

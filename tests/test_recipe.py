@@ -30,13 +30,16 @@ def test_wrong_types_and_values_are_errors(tmp_path):
         load_recipe(p)
 
 
-@pytest.mark.parametrize("name", ["mlp-purchase.yaml", "resnet20-digits.yaml", "mlp-private.yaml"])
+@pytest.mark.parametrize("name", ["mlp-purchase.yaml", "resnet20-digits.yaml", "mlp-private.yaml",
+                                  "private-purchase.yaml"])
 def test_shipped_example_recipes_load(name):
     from pathlib import Path
 
     r = load_recipe(Path(__file__).resolve().parents[1] / "examples" / name)
     if name == "mlp-private.yaml":
         assert r.defense.name == "kl" and r.quant.mode == "mixed" and r.prune.criterion == "leakage"
+    if name == "private-purchase.yaml":
+        assert r.defense.name == "dmp" and r.audit.references == 16
 
 
 def test_quant_reduce_range_is_auto_true_or_false(tmp_path):

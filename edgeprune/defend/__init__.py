@@ -10,7 +10,7 @@ from edgeprune.errors import ConfigError
 
 
 def _load():
-    from edgeprune.defend import advreg, distill, dpsgd, kl, relaxloss  # noqa: F401  (registration)
+    from edgeprune.defend import advreg, distill_reg, dmp, dpsgd, kl, relaxloss  # noqa: F401  (registration)
     from edgeprune.defend.base import DEFENSES
 
     return DEFENSES
@@ -36,14 +36,21 @@ def check_config(cfg) -> None:
     cls.check(cfg.strength)
     if cfg.reference_samples < 0 or cfg.max_grad_norm <= 0 or cfg.temperature <= 0:
         raise ConfigError("defense reference_samples must be >= 0, max_grad_norm and temperature > 0")
+    if cfg.upper is not None and not 0 < cfg.upper <= 1:
+        raise ConfigError(f"defense upper (relaxloss confidence clamp) must be in (0, 1], got {cfg.upper}")
     if cfg.delta is not None and not 0 < cfg.delta < 1:
         raise ConfigError(f"defense delta must be in (0, 1), got {cfg.delta}")
 
 
-def build(cfg, reference=None, teacher=None, seed: int = 0):
-    """The recipe's defense, ready for ``edgeprune.train.train(defense=...)``."""
+def build(cfg, reference=None, teacher=None, seed: int = 0, data: str | None = None):
+    """The recipe's defense, ready for ``edgeprune.train.train(defense=...)``; ``data``: the recipe's data
+    spec, for defenses with per-data-set defaults (relaxloss)."""
     cls = _load().get(cfg.name)
-    return cls(cfg.strength, cfg, reference=reference, teacher=teacher, seed=seed)
+    return cls(cfg.strength, cfg, reference=reference, teacher=teacher, seed=seed, data=data)
+
+
+def needs(name: str) -> tuple[str, ...]:
+    return tuple(_load().get(name).needs)
 
 
 def describe() -> list[dict]:

@@ -1,10 +1,12 @@
 """Min-max adversarial regularization (Nasr, Shokri & Houmansadr, CCS '18), the "min-max game" MCMIA
 (IJCAI '21) combines with pruning.
 
-Each step first trains an inference model h(softmax, one-hot label) -> P(member) to tell the current
-member batch from a reference batch (maximising its gain), then adds lambda * gain to the target's loss,
-so the target learns to make members and references indistinguishable. Written here: no maintained
-library implements it for arbitrary torch models.
+Each step first trains an inference model h(prediction vector, one-hot label) -> P(member) to tell the
+current member batch from a reference batch (maximising its gain), then adds lambda * gain to the target's
+loss, so the target learns to make members and references indistinguishable. As in Nasr et al. (and the
+pruning-MIA authors' code), h sees the prediction vector in class order, not sorted, beside the label, so it
+can read the confidence of the true class. Written here: no maintained library implements it for arbitrary
+torch models.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ class InferenceModel(nn.Module):
         self.head = nn.Sequential(nn.Linear(96, 32), nn.ReLU(), nn.Linear(32, 1))
 
     def forward(self, probs, onehot):
-        sorted_p = probs.sort(dim=1, descending=True).values
-        return self.head(torch.cat([self.pred(sorted_p), self.label(onehot)], 1)).squeeze(1)
+        return self.head(torch.cat([self.pred(probs), self.label(onehot)], 1)).squeeze(1)
 
 
 @DEFENSES.register("advreg")

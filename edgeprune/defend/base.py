@@ -29,7 +29,9 @@ class Defense:
     strength_meaning = ""
     needs: tuple[str, ...] = ()  # "reference", "teacher"
 
-    def __init__(self, strength: float | None, cfg, reference=None, teacher: nn.Module | None = None, seed: int = 0):
+    def __init__(self, strength: float | None, cfg, reference=None, teacher: nn.Module | None = None, seed: int = 0,
+                 data: str | None = None):
+        self.data = data  # the recipe's data spec, for per-data-set defaults
         self.strength = self.default_strength if strength is None else float(strength)
         self.cfg = cfg
         self.reference = reference
@@ -50,6 +52,10 @@ class Defense:
             raise ConfigError(f"defense {cls.name} strength ({cls.strength_meaning}) must be in [{lo}, {hi}], got {strength}")
 
     # -- hooks --------------------------------------------------------------------------------------
+    def training_set(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples the loop iterates over (DMP replaces the members by reference data)."""
+        return x, y
+
     def prepare(self, model: nn.Module, optimizer, n: int, batch_size: int, steps: int):
         """Called once before training; returns the (possibly wrapped) model and optimizer."""
         return model, optimizer

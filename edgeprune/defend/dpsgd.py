@@ -1,8 +1,9 @@
 """DP-SGD during fine-tuning through Opacus: per-sample gradients (GradSampleModule), clipping and Gaussian
 noise (DPOptimizer), Poisson sampling, and the RDP accountant for epsilon at the configured delta.
 
-The epsilon covers the fine-tuning phase only: the dense weights it starts from were trained without
-DP, so it is not an end-to-end guarantee (the report says so).
+The epsilon covers the training it was applied to: in fine-tuning only, the dense weights it starts from were
+trained without DP, so it is not an end-to-end guarantee (the report says so); with ``defense.scope`` train
+or both it covers the dense model's training from scratch.
 """
 
 from __future__ import annotations
@@ -11,6 +12,12 @@ import torch
 
 from edgeprune.defend.base import DEFENSES, Defense
 from edgeprune.errors import ConfigError
+
+SCOPE_NOTES = {
+    "finetune": "fine-tuning only (the dense weights it starts from are not private)",
+    "train": "the dense model's training from scratch: covers the deployed weights only if fine-tuning adds no "
+             "undefended epochs (finetune.epochs 0, or scope both, which composes the two budgets)",
+}
 
 
 @DEFENSES.register("dpsgd")
@@ -59,4 +66,4 @@ class DPSGD(Defense):
         return {**super().info(), "noise_multiplier": self.strength, "max_grad_norm": self.cfg.max_grad_norm,
                 "sample_rate": self.sample_rate, "delta": self.delta, "epsilon": self.epsilon(),
                 "steps": len(self.accountant.history) and sum(h[2] for h in self.accountant.history),
-                "scope": "fine-tuning only (the dense weights it starts from are not private)"}
+                "scope": SCOPE_NOTES[getattr(self, "phase", "finetune")]}

@@ -2,7 +2,10 @@
 
 Fine-tuning adds lambda * KL between the descending-sorted posteriors of the two halves of each batch, so
 the shape of the confidence vector stops depending on which sample it is (the divergence the SAMIA attack
-reads). Written here because no library ships it; it is one line of tensor algebra.
+reads). As in the authors' released code (mia_prune, ``train_defend_ppb``): logits ranked per sample, the
+first half of the batch as the log-input and the second half as the target, KL(second || first), batch
+mean; an odd last sample is left out. Written here because no library ships it; it is one line of
+tensor algebra.
 """
 
 from __future__ import annotations
@@ -24,5 +27,5 @@ class KLBalancing(Defense):
             return ce
         logp = F.log_softmax(logits, dim=1).sort(dim=1, descending=True).values
         a, b = logp[:half], logp[half : 2 * half]
-        kl = F.kl_div(b, a, log_target=True, reduction="batchmean")  # KL(a || b)
+        kl = F.kl_div(a, b, log_target=True, reduction="batchmean")  # KL(b || a), b: the second half
         return ce + self.strength * kl
