@@ -256,6 +256,17 @@ class Recipe:
 
             read_plan(self.prune.plan)
 
+    def _validate_scope(self) -> None:
+        if self.defense.scope not in SCOPES:
+            raise ConfigError(f"defense scope must be one of {', '.join(SCOPES)}, got {short(self.defense.scope)}")
+        kind, k = parse_rewind(self.prune.rewind)
+        if kind == "epoch" and k > self.train.epochs:
+            raise ConfigError(f"prune rewind epoch:{k} is past the dense training's {self.train.epochs} epochs")
+        if self.weights and (kind == "epoch" and k > 0 or self.defense.scope != "finetune"
+                             and self.defense.name != "none"):
+            raise ConfigError("rewind to a training epoch and defense scope train / both need the dense model "
+                              "trained here, not loaded weights")
+
 
 def _check_types(obj, where: str = "recipe") -> None:
     """Every field has its declared type and every number is finite (CLI overrides skip ``from_dict``)."""
@@ -266,18 +277,6 @@ def _check_types(obj, where: str = "recipe") -> None:
             _check_types(value, here)
             continue
         _convert(hints[f.name], value, here)
-
-
-    def _validate_scope(self) -> None:
-        if self.defense.scope not in SCOPES:
-            raise ConfigError(f"defense scope must be one of {', '.join(SCOPES)}, got {self.defense.scope!r}")
-        kind, k = parse_rewind(self.prune.rewind)
-        if kind == "epoch" and k > self.train.epochs:
-            raise ConfigError(f"prune rewind epoch:{k} is past the dense training's {self.train.epochs} epochs")
-        if self.weights and (kind == "epoch" and k > 0 or self.defense.scope != "finetune"
-                             and self.defense.name != "none"):
-            raise ConfigError("rewind to a training epoch and defense scope train / both need the dense model "
-                              "trained here, not loaded weights")
 
 
 SCOPES = ("finetune", "train", "both")
@@ -292,7 +291,7 @@ def parse_rewind(spec: str) -> tuple[str, int]:
     head, _, k = spec.partition(":")
     if head == "epoch" and k.isdigit():
         return "epoch", int(k)
-    raise ConfigError(f"prune rewind must be none, init or epoch:K (K a whole number), got {spec!r}")
+    raise ConfigError(f"prune rewind must be none, init or epoch:K (K a whole number), got {short(spec)}")
 
 
 def _convert(tp, value, where: str):
