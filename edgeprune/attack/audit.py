@@ -152,7 +152,11 @@ class ModelFactory:
 
 def uses_reference(recipe) -> bool:
     """Whether the pipeline reads the defender's reference data (defenses, leakage criterion, mixed bits)."""
-    return recipe.defense.name != "none" or recipe.prune.criterion == "leakage" or recipe.quant.mode == "mixed"
+    from edgeprune.defend.registry import DEFENSES
+
+    defense_reads = recipe.defense.name != "none" and "reference" in DEFENSES.meta(recipe.defense.name)["needs"]
+    early_stops = recipe.train.early_stopping > 0 or recipe.finetune.early_stopping > 0  # validates on it
+    return defense_reads or early_stops or recipe.prune.criterion == "leakage" or recipe.quant.mode == "mixed"
 
 
 def defender_reference(split, recipe) -> np.ndarray:
