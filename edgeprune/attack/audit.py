@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.attack import diff as _diff  # noqa: F401  (registers)
+from edgeprune.attack import inversion as _inversion  # noqa: F401  (kind "inversion": run by api.inversion_audit)
 from edgeprune.attack import lira as _lira  # noqa: F401
 from edgeprune.attack import metric as _metric  # noqa: F401
 from edgeprune.attack import nn as _nn  # noqa: F401
 from edgeprune.attack import rmia as _rmia  # noqa: F401
 from edgeprune.attack import samia as _samia  # noqa: F401
-from edgeprune.attack.base import ATTACKS, AttackInputs, References, ShadowSet, needs_of
+from edgeprune.attack.base import ATTACKS, AttackInputs, References, ShadowSet, names_of_kind, needs_of
 from edgeprune.attack.metrics import attack_metrics, bootstrap_ci, per_class_auc, roc_points
 from edgeprune.attack.signals import (
     Predictor,
@@ -41,8 +42,8 @@ from edgeprune.progress import progress
 
 
 def resolve_attacks(names: list[str]) -> list[str]:
-    if names == ["all"] or names == "all":
-        return ATTACKS.names()
+    if names == ["all"] or names == "all":  # every membership attack; inversion ones are named explicitly
+        return names_of_kind("membership")
     for n in names:
         ATTACKS.get(n)
     return list(dict.fromkeys(names))
@@ -116,7 +117,7 @@ def run_audit(
     cache: SignalCache,
     log=lambda m: None,
 ) -> dict:
-    attacks = resolve_attacks(plan.attacks)
+    attacks = names_of_kind("membership", resolve_attacks(plan.attacks))
     needs = needs_of(attacks)
     with_sens = "sensitivity" in needs
     t_start = time.perf_counter()

@@ -46,6 +46,7 @@ class Attack:
     fn: Callable[[AttackInputs], np.ndarray]
     needs: frozenset[str]  # subset of {"shadows", "references", "dense", "sensitivity"}
     doc: str = ""
+    kind: str = "membership"  # "inversion": consumes features at a split point (edgeprune.attack.inversion)
 
     def missing(self, inp: AttackInputs) -> str | None:
         if "shadows" in self.needs and not inp.shadows:
@@ -62,10 +63,10 @@ class Attack:
 ATTACKS: Registry = Registry("attack")
 
 
-def register(name: str, needs: tuple[str, ...] = (), doc: str | None = None):
+def register(name: str, needs: tuple[str, ...] = (), doc: str | None = None, kind: str = "membership"):
     def deco(fn):
         text = doc if doc is not None else (fn.__doc__ or "").strip().split("\n")[0]
-        ATTACKS.register(name)(Attack(name, fn, frozenset(needs), text))
+        ATTACKS.register(name)(Attack(name, fn, frozenset(needs), text, kind))
         return fn
 
     return deco
@@ -76,3 +77,8 @@ def needs_of(names: list[str]) -> set[str]:
     for n in names:
         out |= ATTACKS.get(n).needs
     return out
+
+
+def names_of_kind(kind: str, names: list[str] | None = None) -> list[str]:
+    """The registered attacks of one kind (membership / inversion), or those of ``names`` that are."""
+    return [n for n in (names if names is not None else ATTACKS.names()) if ATTACKS.get(n).kind == kind]
