@@ -980,3 +980,123 @@ def inversion_audit(run_dir: str | Path, attacks: list[str] | None = None, layer
         run.complete()
     log(f"inversion audit written to {run_dir / INVERSION}")
     return result
+
+
+# --- split deployment (edgeprune.export.split) -----------------------------------------------------
+
+SPLIT_DIR = "split"
+
+
+def _split_point(ctx: Context, model, name: str):
+    from edgeprune.models.splits import resolve
+
+    if not name:
+        raise ConfigError("--split needs a split-point name (see `edgeprune inspect MODEL`)")
+    return resolve(model, ctx.ds.in_shape, [name])[0]
+
+
+def _inversion_at(run_dir: Path, name: str) -> dict | None:
+    """The inversion figures of a run at one split point (mean PSNR / SSIM / judge accuracy per variant)."""
+    p = Path(run_dir) / INVERSION
+    if not p.is_file():
+        return None
+    inv = json.loads(p.read_text())
+    if name not in inv.get("layers", {}):
+        return None
+    out = {}
+    for variant, layers in inv["variants"].items():
+        for attack, a in layers.get(name, {}).get("attacks", {}).items():
+            out.setdefault(variant, {})[attack] = {k: a[k] for k in ("psnr", "ssim", "mse", "judge_accuracy") if k in a}
+    return out
+
+
+def export_split_run(run_dir: str | Path, split: str, opset: int = 20, noise: float = 0.0, log=print) -> dict:
+    """`edgeprune export RUN --split NAME`: RUN/split/head.onnx (input -> features) and tail.onnx
+    (features -> logits) of the compressed model, verified to compose to it; ``noise`` (absolute std) makes
+    the head add Gaussian noise to the features (the --split-noise deployment)."""
+    from edgeprune.export.split import export_split
+    from edgeprune.run import atomic_write_bytes, sha256_file, staged_dir
+
+    if noise < 0:
+        raise ConfigError(f"--split-noise must be >= 0, got {noise}")
+    manifest, ctx = _open_run(run_dir)
+    run_dir = Path(run_dir)
+    model = load_pruned(ctx, run_dir)
+    point = _split_point(ctx, model, split)
+    xv, _ = ctx.arrays("nonmembers", ctx.recipe.export.verify_samples)
+    with staged_dir(run_dir / SPLIT_DIR) as tmp:
+        info = export_split(model, ctx.ds.in_shape, point, tmp, xv, opset=opset, rtol=ctx.recipe.export.rtol,
+                            noise_sigma=noise)
+        info["inversion"] = _inversion_at(run_dir, point.name)
+        atomic_write_bytes(tmp / "split.json", (json.dumps(info, indent=2) + "\n").encode())
+    for name in ("head.onnx", "tail.onnx", "split.json"):
+        manifest["artifacts"][f"{SPLIT_DIR}/{name}"] = sha256_file(run_dir / SPLIT_DIR / name)
+    manifest["split_deployment"] = {k: v for k, v in info.items() if k != "inversion"}
+    atomic_write_bytes(run_dir / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    log(f"head.onnx and tail.onnx written to {run_dir / SPLIT_DIR}")
+    return info
+
+
+def bundle_split_run(run_dir: str | Path, out: str | Path, split: str, precisions: list[str] | None = None,
+                     batch: int = 1, dynamic_batch: bool = False, log=print) -> Path:
+    """`edgeprune bundle --split NAME`: the Jetson bundle of the head (engine script, fp16 / int8 like the
+    whole-model bundle) and, under server/, the fp32 tail with run_onnx.py and its own samples; the
+    manifest records the split point, the feature shape, the bytes per sample over the link and the
+    inversion figures at that layer (from the run's inversion audit, when there is one)."""
+    import torch
+
+    from edgeprune.export.bundle import make_bundle
+    from edgeprune.export.onnx import export_onnx, onnx_predict
+    from edgeprune.export.split import FEATURES
+    from edgeprune.models.splits import cut
+
+    precisions = precisions or ["fp16", "int8"]
+    for p in precisions:
+        if p not in ("fp32", "fp16", "int8"):
+            raise ConfigError(f"unknown precision {p!r}; choose from fp32, fp16, int8")
+    manifest, ctx = _open_run(run_dir)
+    model = load_pruned(ctx, Path(run_dir))
+    point = _split_point(ctx, model, split)
+    head, tail = cut(model, point)
+    xc, _ = ctx.arrays("members", ctx.recipe.quant.calibration_samples)
+    xs, _ = ctx.arrays("nonmembers", 16)
+    kernels = Path(__file__).resolve().parent.parent / "kernels"
+    from importlib import resources
+
+    template = resources.files("edgeprune.export").joinpath("templates/run_onnx.py")
+
+    def server_side(tmp: Path) -> dict:
+        srv = tmp / "server"
+        srv.mkdir()
+        with torch.no_grad():
+            feats = head(torch.from_numpy(xs)).numpy()
+            logits = tail(torch.from_numpy(feats)).numpy()
+        export_onnx(tail, point.shape, srv / "tail.onnx", opset=ctx.recipe.export.opset, input_name=FEATURES)
+        got = onnx_predict(srv / "tail.onnx", feats)
+        if np.abs(got - logits).max() > ctx.recipe.export.rtol * max(float(np.abs(logits).max()), 1e-12):
+            raise ConfigError("the exported tail does not match torch")  # never ship a tail that disagrees
+        np.savez(srv / "samples.npz", inputs=feats, reference_torch=logits, outputs_fp32=got)
+        (srv / "run_onnx.py").write_text(template.read_text())
+        os.chmod(srv / "run_onnx.py", 0o755)
+        srv_manifest = {"role": "server side of a split deployment: features -> logits",
+                        "input": {"name": FEATURES, "shape": ["batch", *point.shape], "dtype": "float32"},
+                        "output": {"name": "logits", "shape": ["batch", int(logits.shape[1])]},
+                        "models": [{"file": "tail.onnx", "precision": "fp32", "engine": None, "batch": None,
+                                    "check_rtol": 1e-3, "check_top1": 1.0}]}
+        (srv / "manifest.json").write_text(json.dumps(srv_manifest, indent=2) + "\n")
+        return {"split": {"point": point.name, "role": "the device runs the head (these models); server/ runs the tail",
+                          "feature_name": FEATURES, "feature_shape": list(point.shape),
+                          "bytes_per_sample": {"fp32": point.bytes_per_sample(4), "fp16": point.bytes_per_sample(2),
+                                               "int8": point.bytes_per_sample(1)},
+                          "input_bytes_per_sample_fp32": int(np.prod(ctx.ds.in_shape)) * 4,
+                          "inversion": _inversion_at(Path(run_dir), point.name),
+                          "server": {"files": ["server/tail.onnx", "server/run_onnx.py", "server/samples.npz",
+                                               "server/manifest.json"]}}}
+
+    out = make_bundle(head, ctx.ds.in_shape, out, precisions, xc, xs, batch=batch, dynamic_batch=dynamic_batch,
+                      opset=ctx.recipe.export.opset, kernels_dir=kernels, output_name=FEATURES, extra=server_side,
+                      source={"run": str(Path(run_dir).resolve()), "recipe_hash": manifest["recipe_hash"],
+                              "model": manifest["model"], "plan_sha256": manifest["artifacts"].get(PLAN),
+                              "split": point.name})
+    log(f"split bundle written to {out} (head: {', '.join(precisions)}; tail: server/)")
+    return out
