@@ -583,15 +583,20 @@ class VerificationFailed(ConfigError):
     """An exported artifact does not meet its tolerance (reported as one line, exit 2)."""
 
 
+def _bundle_precisions(precisions: list[str] | None) -> list[str]:
+    precisions = precisions or ["fp16", "int8"]
+    for p in precisions:
+        if p not in ("fp32", "fp16", "int8"):
+            raise ConfigError(f"unknown precision {p!r}; choose from fp32, fp16, int8")
+    return precisions
+
+
 def bundle_run(run_dir: str | Path, out: str | Path, precisions: list[str] | None = None, batch: int = 1,
                dynamic_batch: bool = False, log=print) -> Path:
     """The Jetson bundle of a run's compressed model (see edgeprune.export.bundle)."""
     from edgeprune.export.bundle import make_bundle
 
-    precisions = precisions or ["fp16", "int8"]
-    for p in precisions:
-        if p not in ("fp32", "fp16", "int8"):
-            raise ConfigError(f"unknown precision {p!r}; choose from fp32, fp16, int8")
+    precisions = _bundle_precisions(precisions)
     manifest, ctx = _open_run(run_dir)
     model = load_pruned(ctx, Path(run_dir))
     xc, _ = ctx.arrays("members", ctx.recipe.quant.calibration_samples)
@@ -1050,10 +1055,7 @@ def bundle_split_run(run_dir: str | Path, out: str | Path, split: str, precision
     from edgeprune.export.split import FEATURES
     from edgeprune.models.splits import cut
 
-    precisions = precisions or ["fp16", "int8"]
-    for p in precisions:
-        if p not in ("fp32", "fp16", "int8"):
-            raise ConfigError(f"unknown precision {p!r}; choose from fp32, fp16, int8")
+    precisions = _bundle_precisions(precisions)
     manifest, ctx = _open_run(run_dir)
     model = load_pruned(ctx, Path(run_dir))
     point = _split_point(ctx, model, split)
