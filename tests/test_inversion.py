@@ -170,6 +170,10 @@ def test_inversion_audit_split_export_and_bundle_from_the_cli(digits_run, tmp_pa
         assert "inversion-wb" in variant["features"]["attacks"]
     assert inv["variants"]["pruned+int8"]["features"]["numerics"].startswith("model.int8.onnx at tensor")
     assert (digits_run / inv["grids"]["features"]).stat().st_size > 1000
+    res = runner.invoke(app, ["report", str(digits_run), "-o", str(tmp_path / "rep" / "report.html")])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert 'id="inversion"' in page and 'id="plot-inversion-run-features"' in page
 
     res = runner.invoke(app, ["export", str(digits_run), "--split", "classifier.9"])
     assert res.exit_code == 2
