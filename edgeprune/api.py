@@ -880,16 +880,13 @@ def _split_noise_variant(ctx: Context, run_dir: Path, pruned, point, sigma_rel: 
 
     import torch
 
-    from edgeprune.models.splits import cut
     from edgeprune.prune.structured import apply_plan, plan_masks
     from edgeprune.train import accuracy, predict_logits, train
 
     plan = json.loads((run_dir / PLAN).read_text())
     xm, ym = ctx.tensors("members")
     xn, yn = ctx.tensors("nonmembers")
-    head, _ = cut(pruned, point)
-    with torch.no_grad():
-        sigma = sigma_rel * float(head(xm[:512]).std())
+    sigma = sigma_rel * _feature_std(ctx, pruned, point)
     torch.manual_seed(seed)
     plain = copy.deepcopy(pruned)
     h = _noise_hook(plain, point, sigma)
@@ -1015,10 +1012,24 @@ def _inversion_at(run_dir: Path, name: str) -> dict | None:
     return out
 
 
+def _feature_std(ctx: Context, model, point) -> float:
+    """The standard deviation of ``model``'s features at ``point`` on the members (the defender's data): the
+    unit of --split-noise."""
+    import torch
+
+    from edgeprune.models.splits import cut
+
+    head, _ = cut(model, point)
+    xm, _ = ctx.tensors("members")
+    with torch.no_grad():
+        return float(head(xm[:512]).std())
+
+
 def export_split_run(run_dir: str | Path, split: str, opset: int = 20, noise: float = 0.0, log=print) -> dict:
     """`edgeprune export RUN --split NAME`: RUN/split/head.onnx (input -> features) and tail.onnx
-    (features -> logits) of the compressed model, verified to compose to it; ``noise`` (absolute std) makes
-    the head add Gaussian noise to the features (the --split-noise deployment)."""
+    (features -> logits) of the compressed model, verified to compose to it; ``noise`` (in feature standard
+    deviations, as in the audit) makes the head add Gaussian noise to the features (the --split-noise
+    deployment; the tail is the run's, so pair it with a model fine-tuned with that noise for accuracy)."""
     from edgeprune.export.split import export_split
     from edgeprune.run import atomic_write_bytes, sha256_file, staged_dir
 
@@ -1029,9 +1040,12 @@ def export_split_run(run_dir: str | Path, split: str, opset: int = 20, noise: fl
     model = load_pruned(ctx, run_dir)
     point = _split_point(ctx, model, split)
     xv, _ = ctx.arrays("nonmembers", ctx.recipe.export.verify_samples)
+    sigma = _feature_std(ctx, model, point) * noise if noise > 0 else 0.0
     with staged_dir(run_dir / SPLIT_DIR) as tmp:
         info = export_split(model, ctx.ds.in_shape, point, tmp, xv, opset=opset, rtol=ctx.recipe.export.rtol,
-                            noise_sigma=noise)
+                            noise_sigma=sigma)
+        if noise > 0:
+            info["noise"]["sigma_relative"] = noise
         info["inversion"] = _inversion_at(run_dir, point.name)
         atomic_write_bytes(tmp / "split.json", (json.dumps(info, indent=2) + "\n").encode())
     for name in ("head.onnx", "tail.onnx", "split.json"):

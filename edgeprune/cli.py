@@ -237,7 +237,7 @@ def export(
     split: str | None = typer.Option(None, "--split", help="split deployment: write split/head.onnx (input -> "
                                      "features at this split point) and split/tail.onnx (features -> logits)"),
     split_noise: float = typer.Option(0.0, "--split-noise", help="with --split: the head adds Gaussian noise of this "
-                                      "std (feature units) to the features it sends"),
+                                      "many feature standard deviations to the features it sends"),
 ):
     """Export the compressed model to verified ONNX (fp32 / fp16 / int8 QDQ / block-sparse) or for TensorRT."""
 
