@@ -32,9 +32,9 @@ CONFIGS = {
     "lenet5/digits": {"model": "lenet5", "data": "digits", "train": {"epochs": 60, "lr": 0.003},
                       "finetune": {"epochs": 15, "lr": 5e-4},
                       "layers": ["features.2", "features", "classifier.2", "classifier.4"]},
-    "resnet20/digits": {"model": "resnet20", "data": "digits", "train": {"epochs": 30, "lr": 0.003},
-                        "finetune": {"epochs": 8, "lr": 5e-4},
-                        "layers": ["relu", "layers.0.2", "layers.1.2", "layers.2.2", "pool"]},
+    "resnet20/digits": {"model": "resnet20", "data": "digits", "train": {"epochs": 20, "lr": 0.003},
+                        "finetune": {"epochs": 5, "lr": 5e-4},
+                        "layers": ["relu", "layers.1.2", "pool"]},
 }
 # (label, prune method, sparsity, quant): the 0.5 structured run also yields the int8 variant
 PRUNINGS = [("structured 0.5", "structured", 0.5, "int8"), ("structured 0.8", "structured", 0.8, "none"),
@@ -48,8 +48,11 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=200, help="candidates per side (members / non-members)")
     ap.add_argument("--epochs", type=int, default=30, help="decoder training epochs")
     ap.add_argument("--out", default="benchmarks/results/inversion_cpu.json")
+    ap.add_argument("--merge", default=None, help="comma-separated result files (other seeds) to merge into --out")
     args = ap.parse_args()
-    import numpy as np
+    if args.merge:
+        report(merge(args.merge.split(","), Path(args.out)))
+        return 0
     import torch
 
     torch.set_num_threads(1)
@@ -106,22 +109,7 @@ def main() -> int:
                     print(f"{key} seed {seed} {label}: " + ", ".join(
                         f"{layer} {figures[label][layer]['psnr']['mean']:.2f} dB" for layer in cfg["layers"]), flush=True)
                 per_seed.append(figures)
-            # across seeds: mean and spread of the per-seed means
-            variants = [v for v in per_seed[0] if not v.startswith("_")]
-            summary = {}
-            for v in variants:
-                summary[v] = {}
-                for layer in cfg["layers"]:
-                    row = {"feature_shape": per_seed[0][v][layer]["feature_shape"],
-                           "bytes_per_sample_fp32": per_seed[0][v][layer]["bytes_per_sample_fp32"]}
-                    for k in ("psnr", "ssim", "judge_accuracy"):
-                        vals = np.array([s[v][layer][k]["mean"] for s in per_seed])
-                        row[k] = {"mean_over_seeds": float(vals.mean()), "std_over_seeds": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
-                                  "per_seed": vals.tolist(), "ci95_per_seed": [s[v][layer][k]["ci95"] for s in per_seed]}
-                    summary[v][layer] = row
-            results["configs"][key] = {"layers": cfg["layers"], "summary": summary, "per_seed": per_seed,
-                                       "accuracy_per_seed": [s["_accuracy"] for s in per_seed]}
-            results["configs"][key]["verdict"] = verdict(summary, cfg["layers"])
+            results["configs"][key] = summarise(cfg["layers"], per_seed)
             grid_path = out.with_name(out.stem + f"_{key.replace('/', '-')}.png")
             _combined_grid(pictures, grid_path)
             results["configs"][key]["grid"] = grid_path.name
@@ -129,16 +117,57 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     results["total_seconds"] = round(time.perf_counter() - t_all, 1)
     out.write_text(json.dumps(results, indent=2) + "\n")
+    report(results)
+    print(f"written {args.out} in {results['total_seconds']}s")
+    return 0
+
+
+def report(results: dict) -> None:
     for key, r in results["configs"].items():
-        print(f"\n{key}: PSNR dB, mean over seeds (std)")
+        print(f"\n{key}: PSNR dB, mean over {r['seeds']} seed(s) (std)")
         print("variant".ljust(24) + "".join(layer.rjust(18) for layer in r["layers"]))
         for v, row in r["summary"].items():
-            print(v.ljust(24) + "".join(f"{row[layer]['psnr']['mean_over_seeds']:8.2f} ({row[layer]['psnr']['std_over_seeds']:.2f})".rjust(18)
-                                        for layer in r["layers"]))
+            print(v.ljust(24) + "".join(
+                f"{row[layer]['psnr']['mean_over_seeds']:8.2f} ({row[layer]['psnr']['std_over_seeds']:.2f})".rjust(18)
+                for layer in r["layers"]))
         for line in r["verdict"]:
             print("  " + line)
-    print(f"written {out} in {results['total_seconds']}s")
-    return 0
+
+
+def summarise(layers: list[str], per_seed: list[dict]) -> dict:
+    """Across seeds: mean and spread of the per-seed means, and the verdict against the dense model."""
+    import numpy as np
+
+    variants = [v for v in per_seed[0] if not v.startswith("_")]
+    summary = {}
+    for v in variants:
+        summary[v] = {}
+        for layer in layers:
+            row = {"feature_shape": per_seed[0][v][layer]["feature_shape"],
+                   "bytes_per_sample_fp32": per_seed[0][v][layer]["bytes_per_sample_fp32"]}
+            for k in ("psnr", "ssim", "judge_accuracy"):
+                vals = np.array([s[v][layer][k]["mean"] for s in per_seed])
+                row[k] = {"mean_over_seeds": float(vals.mean()),
+                          "std_over_seeds": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                          "per_seed": vals.tolist(), "ci95_per_seed": [s[v][layer][k]["ci95"] for s in per_seed]}
+            summary[v][layer] = row
+    return {"layers": layers, "seeds": len(per_seed), "summary": summary, "per_seed": per_seed,
+            "accuracy_per_seed": [s["_accuracy"] for s in per_seed], "verdict": verdict(summary, layers)}
+
+
+def merge(paths: list[str], out: Path) -> dict:
+    """One result from runs of the same configs on different seeds (run in parallel processes)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    res = dict(parts[0])
+    res["command"] = [p["command"] for p in parts]
+    res["settings"] = {**parts[0]["settings"], "seeds": [s for p in parts for s in p["settings"]["seeds"]]}
+    res["configs"] = {}
+    for key, c in parts[0]["configs"].items():
+        per_seed = [s for p in parts for s in p["configs"][key]["per_seed"]]
+        res["configs"][key] = {**summarise(c["layers"], per_seed), "grid": c.get("grid")}
+    res["total_seconds"] = sum(p["total_seconds"] for p in parts)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    return res
 
 
 def verdict(summary: dict, layers: list[str]) -> list[str]:
