@@ -34,7 +34,7 @@ CONFIGS = {
                       "layers": ["features.2", "features", "classifier.2", "classifier.4"]},
     "resnet20/digits": {"model": "resnet20", "data": "digits", "train": {"epochs": 20, "lr": 0.003},
                         "finetune": {"epochs": 5, "lr": 5e-4},
-                        "layers": ["relu", "layers.1.2", "pool"]},
+                        "layers": ["layers.1.2", "layers.2.2", "pool"]},
 }
 # (label, prune method, sparsity, quant): the 0.5 structured run also yields the int8 variant
 PRUNINGS = [("structured 0.5", "structured", 0.5, "int8"), ("structured 0.8", "structured", 0.8, "none"),
@@ -48,6 +48,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=200, help="candidates per side (members / non-members)")
     ap.add_argument("--epochs", type=int, default=30, help="decoder training epochs")
     ap.add_argument("--out", default="benchmarks/results/inversion_cpu.json")
+    ap.add_argument("--prunings", default=",".join(p[0] for p in PRUNINGS), help="subset of the pruning configs")
     ap.add_argument("--merge", default=None, help="comma-separated result files (other seeds) to merge into --out")
     args = ap.parse_args()
     if args.merge:
@@ -75,8 +76,8 @@ def main() -> int:
             per_seed: list[dict] = []
             pictures: dict = {}
             for seed in seeds:
-                figures: dict = {}
-                for label, method, sparsity, quant in PRUNINGS:
+                figures: dict = {"_seed": seed}
+                for label, method, sparsity, quant in [p for p in PRUNINGS if p[0] in args.prunings.split(",")]:
                     recipe = from_dict(Recipe, {"model": cfg["model"], "data": cfg["data"], "seed": seed,
                                                 "train": cfg["train"], "finetune": cfg["finetune"],
                                                 "prune": {"method": method, "sparsity": sparsity},
@@ -138,7 +139,7 @@ def summarise(layers: list[str], per_seed: list[dict]) -> dict:
     """Across seeds: mean and spread of the per-seed means, and the verdict against the dense model."""
     import numpy as np
 
-    variants = [v for v in per_seed[0] if not v.startswith("_")]
+    variants = [v for v in ("dense", *(p[0] for p in PRUNINGS), "structured 0.5 + int8") if v in per_seed[0]]
     summary = {}
     for v in variants:
         summary[v] = {}
@@ -160,10 +161,16 @@ def merge(paths: list[str], out: Path) -> dict:
     parts = [json.loads(Path(p).read_text()) for p in paths]
     res = dict(parts[0])
     res["command"] = [p["command"] for p in parts]
-    res["settings"] = {**parts[0]["settings"], "seeds": [s for p in parts for s in p["settings"]["seeds"]]}
+    res["settings"] = {**parts[0]["settings"], "seeds": sorted({s for p in parts for s in p["settings"]["seeds"]})}
     res["configs"] = {}
     for key, c in parts[0]["configs"].items():
-        per_seed = [s for p in parts for s in p["configs"][key]["per_seed"]]
+        by_seed: dict = {}  # parts may hold other seeds or other pruning configs of the same seed
+        for i, p in enumerate(parts):
+            for j, s in enumerate(p["configs"][key]["per_seed"]):
+                e = by_seed.setdefault(s.get("_seed", f"part{i}-{j}"), {})
+                for k, v in s.items():
+                    e[k] = {**e[k], **v} if isinstance(v, dict) and k in e else v
+        per_seed = list(by_seed.values())
         res["configs"][key] = {**summarise(c["layers"], per_seed), "grid": c.get("grid")}
     res["total_seconds"] = sum(p["total_seconds"] for p in parts)
     out.write_text(json.dumps(res, indent=2) + "\n")
