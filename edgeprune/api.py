@@ -641,16 +641,21 @@ class VerificationFailed(ConfigError):
     """An exported artifact does not meet its tolerance (reported as one line, exit 2)."""
 
 
+def _bundle_precisions(precisions: list[str] | None) -> list[str]:
+    precisions = precisions or ["fp16", "int8"]
+    for p in precisions:
+        if p not in ("fp32", "fp16", "int8"):
+            raise ConfigError(f"unknown precision {p!r}; choose from fp32, fp16, int8")
+    return precisions
+
+
 def bundle_run(run_dir: str | Path, out: str | Path, precisions: list[str] | None = None, batch: int = 1,
                dynamic_batch: bool = False, log=print) -> Path:
     """The Jetson bundle of a run's compressed model (see edgeprune.export.bundle)."""
     from edgeprune.export.bundle import make_bundle
     from edgeprune.run import RunLock, check_output_dir, read_manifest
 
-    precisions = precisions or ["fp16", "int8"]
-    for p in precisions:
-        if p not in ("fp32", "fp16", "int8"):
-            raise ConfigError(f"unknown precision {p!r}; choose from fp32, fp16, int8")
+    precisions = _bundle_precisions(precisions)
     check_output_dir(Path(out).expanduser().resolve(), "bundle")  # before any work (checked again at the end)
     read_manifest(run_dir)
     with RunLock(run_dir):  # nothing rewrites the run while its model is read
@@ -885,3 +890,311 @@ def prune_run(recipe: Recipe, out: str | Path, resume: bool = False, log=print) 
             "test_accuracy": st["finetune"]["results"]["test_accuracy"],
             "test_accuracy_before_finetune": st["finetune"]["results"]["test_accuracy_before"],
             "onnx_verified": all(v["passed"] for v in man.get("verification", {}).values())}
+
+
+# --- model inversion at split points (edgeprune.attack.inversion) -----------------------------------
+
+INVERSION = "inversion.json"
+
+
+def _noisy_source(src, sigma: float, seed: int):
+    from edgeprune.attack.inversion import FeatureSource
+
+    rng = np.random.default_rng(seed)
+
+    def features(x):
+        f = src.features(x)
+        return (f + sigma * rng.standard_normal(f.shape)).astype(np.float32)
+
+    return FeatureSource(features, src.head, f"{src.numerics} + Gaussian noise of std {sigma:.4g} (--split-noise)")
+
+
+def _inversion_sources(ctx: Context, run_dir: Path, models: dict, quantized: bool = True) -> dict:
+    """FeatureSource per variant and split point name; ``models`` maps a variant to (torch model, its split
+    points by name). Torch heads for dense / pruned (they match the exported fp32 ONNX to ~1e-7); for the
+    quantized variant, the exported QDQ graph read at the split tensor."""
+    import torch
+
+    from edgeprune.attack.inversion import FeatureSource
+    from edgeprune.export.split import locate_feature_tensor, onnx_features
+    from edgeprune.models.splits import cut
+
+    def torch_source(model, p):
+        head, _ = cut(model, p)
+        for q in head.parameters():
+            q.requires_grad_(False)
+
+        def features(x):
+            with torch.no_grad():
+                return np.concatenate([head(torch.from_numpy(np.ascontiguousarray(x[i:i + 512], np.float32))).numpy()
+                                       for i in range(0, len(x), 512)])
+        return FeatureSource(features, head, "torch fp32 (the exported fp32 ONNX matches it to ~1e-7)")
+
+    out = {label: {name: torch_source(model, p) for name, p in points.items()}
+           for label, (model, points) in models.items()}
+    probe, _ = ctx.arrays("nonmembers", 64)
+    for label, rel in _variants(ctx)[2:] if quantized else []:  # the quantized artifact, at the split tensor
+        out[label] = {}
+        for name, ref in out["pruned"].items():
+            tensor = locate_feature_tensor(run_dir / rel, probe, ref.features(probe))
+            out[label][name] = FeatureSource(onnx_features(run_dir / rel, tensor), ref.head,
+                                             f"{rel} at tensor {tensor!r} (onnxruntime, reference QDQ semantics); "
+                                             "white-box: the pruned fp32 head")
+    return out
+
+
+def _noise_hook(model, point, sigma: float):
+    """Gaussian noise of std ``sigma`` on the output of the split point's module (train and eval)."""
+    import torch
+
+    from edgeprune.errors import ConfigError
+
+    names = [a for a in point.aliases if a in dict(model.named_modules())]
+    if not names:
+        raise ConfigError(f"--split-noise needs a split point at a module's output, not {point.name!r}")
+    module = model.get_submodule(names[0])
+    return module.register_forward_hook(lambda m, i, o: o + sigma * torch.randn_like(o))
+
+
+def _split_noise_variant(ctx: Context, run_dir: Path, pruned, point, sigma_rel: float, seed: int) -> tuple:
+    """The --split-noise defense at ``point``: the pruned model fine-tuned again (the recipe's fine-tuning,
+    masks kept) with Gaussian noise on the split features, deployed with the same noise. The std is
+    ``sigma_rel`` times the std of the pruned model's features on the members (the defender's data).
+    Returns (model with the noise hook on, accuracy figures)."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    from edgeprune.prune.structured import apply_plan, plan_masks
+    from edgeprune.train import accuracy, predict_logits, train
+
+    plan = json.loads((run_dir / PLAN).read_text())
+    xm, ym = ctx.tensors("members")
+    xn, yn = ctx.tensors("nonmembers")
+    sigma = sigma_rel * _feature_std(ctx, pruned, point)
+    torch.manual_seed(seed)
+    plain = copy.deepcopy(pruned)
+    h = _noise_hook(plain, point, sigma)
+    acc_noise_only = accuracy(predict_logits(plain, xn), yn)
+    h.remove()
+    model = _load_state(apply_plan(ctx.fresh_model(), plan), run_dir / WEIGHTS)
+    hook = _noise_hook(model, point, sigma)
+    cfg = dataclasses.replace(ctx.recipe.finetune)
+    train(model, xm, ym, cfg, seed=seed, description=f"fine-tune with split noise at {point.name}",
+          masks=plan_masks(plan) or None)
+    model.eval()
+    torch.manual_seed(seed + 1)
+    acc = accuracy(predict_logits(model, xn), yn)
+    hook.remove()  # the returned model is clean; the inversion sources add the noise to its head's features
+    return model, {"split_point": point.name, "sigma_relative": sigma_rel, "sigma": sigma,
+                   "test_accuracy_pruned": accuracy(predict_logits(pruned, xn), yn),
+                   "test_accuracy_noise_without_finetuning": acc_noise_only,
+                   "test_accuracy_noise_finetuned": acc,
+                   "finetune_epochs": cfg.epochs}
+
+
+def inversion_audit(run_dir: str | Path, attacks: list[str] | None = None, layers: list[str] | None = None,
+                    split_noise: float = 0.0, plan=None, log=print) -> dict:
+    """Model inversion at split points of a finished run, for the dense, pruned and quantized variants (and,
+    with ``split_noise``, the noise-defended split deployment); writes inversion.json and one picture grid
+    per split point into the run."""
+    import dataclasses
+
+    from edgeprune.attack.audit import pick_candidates
+    from edgeprune.attack.base import names_of_kind
+    from edgeprune.attack.inversion import InversionPlan, grid_plot, run_inversion
+    from edgeprune.models.splits import resolve
+    from edgeprune.run import RunUpdate
+
+    plan = plan or InversionPlan(seed=0)
+    attacks = attacks or ["inversion"]
+    bad = [a for a in attacks if a not in names_of_kind("inversion", None)]
+    if bad:
+        raise ConfigError(f"{bad[0]!r} is not an inversion attack; choose from {', '.join(names_of_kind('inversion'))}")
+    if split_noise < 0:
+        raise ConfigError(f"--split-noise must be >= 0, got {split_noise}")
+    manifest, ctx = _open_run(run_dir)
+    run_dir = Path(run_dir)
+    plan = dataclasses.replace(plan, attacks=attacks, layers=list(layers or []), seed=ctx.recipe.seed)
+    dense, pruned = load_dense(ctx, run_dir), load_pruned(ctx, run_dir)
+    points = resolve(dense, ctx.ds.in_shape, plan.layers)
+    pruned_points = {p.name: resolve(pruned, ctx.ds.in_shape, [p.name])[0] for p in points}  # fewer channels
+    noise = {}
+    if split_noise > 0:
+        if len(points) != 1:
+            raise ConfigError("--split-noise defends one split point: pass exactly one --layer")
+        noise["pruned+noise"] = _split_noise_variant(ctx, run_dir, pruned, pruned_points[points[0].name], split_noise,
+                                                     ctx.recipe.seed + 7)
+    models = {"dense": (dense, {p.name: p for p in points}), "pruned": (pruned, pruned_points)}
+    sources = _inversion_sources(ctx, run_dir, models)
+    for label, (model, info) in noise.items():  # the defended deployment: its head's features + the noise
+        clean = _inversion_sources(ctx, run_dir, {label: (model, pruned_points)}, quantized=False)[label]
+        sources[label] = {name: _noisy_source(src, info["sigma"], plan.seed + 99) for name, src in clean.items()}
+    cand = pick_candidates(ctx.split, plan.samples, plan.seed)
+    rng = np.random.default_rng(plan.seed + 41)
+    pool = ctx.split.pool
+    pool = np.sort(rng.choice(pool, min(plan.pool, pool.size), replace=False)) if pool.size else pool
+    if pool.size < 10:
+        raise ConfigError("the inversion attacker needs its own data: the split left no attacker pool")
+
+    def judge(x):
+        import torch
+
+        with torch.no_grad():
+            return dense(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+
+    result, pictures = run_inversion(ctx.ds.x[pool], ctx.ds.x[cand.idx], ctx.ds.y[cand.idx], cand.is_member,
+                                     sources, points, judge, ctx.ds.preprocessing, plan, log=log)
+    result["judge"] = "the run's dense model (fp32)"
+    if noise:
+        result["split_noise"] = next(iter(noise.values()))[1]
+    with RunUpdate(run_dir) as run:  # locked, never moved: the new files are swapped in at the end
+        grids = {}
+        if ctx.ds.x.ndim == 4:
+            for p in points:
+                rel = f"inversion/{p.name}.png"
+                grid_plot(pictures[p.name], run.tmp_path(rel), title=f"inversion from the features at {p.name} "
+                                                                       f"{tuple(p.shape)}")
+                run.commit(rel)
+                grids[p.name] = rel
+        result["grids"] = grids
+        run.write_json(INVERSION, result)
+        run.manifest["inversion"] = {"file": INVERSION, "layers": [p.name for p in points], "attacks": attacks,
+                                     "grids": grids}
+    log(f"inversion audit written to {run_dir / INVERSION}")
+    return result
+
+
+# --- split deployment (edgeprune.export.split) -----------------------------------------------------
+
+SPLIT_DIR = "split"
+
+
+def _split_point(ctx: Context, model, name: str):
+    from edgeprune.models.splits import resolve
+
+    if not name:
+        raise ConfigError("--split needs a split-point name (see `edgeprune inspect MODEL`)")
+    return resolve(model, ctx.ds.in_shape, [name])[0]
+
+
+def _inversion_at(run_dir: Path, name: str) -> dict | None:
+    """The inversion figures of a run at one split point (mean PSNR / SSIM / judge accuracy per variant)."""
+    p = Path(run_dir) / INVERSION
+    if not p.is_file():
+        return None
+    inv = json.loads(p.read_text())
+    if name not in inv.get("layers", {}):
+        return None
+    out = {}
+    for variant, layers in inv["variants"].items():
+        for attack, a in layers.get(name, {}).get("attacks", {}).items():
+            out.setdefault(variant, {})[attack] = {k: a[k] for k in ("psnr", "ssim", "mse", "judge_accuracy") if k in a}
+    return out
+
+
+def _feature_std(ctx: Context, model, point) -> float:
+    """The standard deviation of ``model``'s features at ``point`` on the members (the defender's data): the
+    unit of --split-noise."""
+    import torch
+
+    from edgeprune.models.splits import cut
+
+    head, _ = cut(model, point)
+    xm, _ = ctx.tensors("members")
+    with torch.no_grad():
+        return float(head(xm[:512]).std())
+
+
+def export_split_run(run_dir: str | Path, split: str, opset: int = 20, noise: float = 0.0, log=print) -> dict:
+    """`edgeprune export RUN --split NAME`: RUN/split/head.onnx (input -> features) and tail.onnx
+    (features -> logits) of the compressed model, verified to compose to it; ``noise`` (in feature standard
+    deviations, as in the audit) makes the head add Gaussian noise to the features (the --split-noise
+    deployment; the tail is the run's, so pair it with a model fine-tuned with that noise for accuracy)."""
+    from edgeprune.export.split import export_split
+    from edgeprune.run import RunUpdate
+
+    if noise < 0:
+        raise ConfigError(f"--split-noise must be >= 0, got {noise}")
+    with RunUpdate(run_dir) as up:  # locked, never moved: the split files are swapped in at the end
+        _, ctx = _open_run(up.dir)
+        run_dir = up.dir
+        model = load_pruned(ctx, run_dir)
+        point = _split_point(ctx, model, split)
+        xv, _ = ctx.arrays("nonmembers", ctx.recipe.export.verify_samples)
+        sigma = _feature_std(ctx, model, point) * noise if noise > 0 else 0.0
+        tmp = up.staged_path(f"{SPLIT_DIR}/split.json").parent
+        info = export_split(model, ctx.ds.in_shape, point, tmp, xv, opset=opset, rtol=ctx.recipe.export.rtol,
+                            noise_sigma=sigma)
+        if noise > 0:
+            info["noise"]["sigma_relative"] = noise
+        info["inversion"] = _inversion_at(run_dir, point.name)
+        for name in ("head.onnx", "tail.onnx"):
+            up.commit(f"{SPLIT_DIR}/{name}")
+        up.write_json(f"{SPLIT_DIR}/split.json", info)
+        up.manifest["split_deployment"] = {k: v for k, v in info.items() if k != "inversion"}
+    log(f"head.onnx and tail.onnx written to {run_dir / SPLIT_DIR}")
+    return info
+
+
+def bundle_split_run(run_dir: str | Path, out: str | Path, split: str, precisions: list[str] | None = None,
+                     batch: int = 1, dynamic_batch: bool = False, log=print) -> Path:
+    """`edgeprune bundle --split NAME`: the Jetson bundle of the head (engine script, fp16 / int8 like the
+    whole-model bundle) and, under server/, the fp32 tail with run_onnx.py and its own samples; the
+    manifest records the split point, the feature shape, the bytes per sample over the link and the
+    inversion figures at that layer (from the run's inversion audit, when there is one)."""
+    import torch
+
+    from edgeprune.export.bundle import make_bundle
+    from edgeprune.export.onnx import export_onnx, onnx_predict
+    from edgeprune.export.split import FEATURES
+    from edgeprune.models.splits import cut
+
+    precisions = _bundle_precisions(precisions)
+    manifest, ctx = _open_run(run_dir)
+    model = load_pruned(ctx, Path(run_dir))
+    point = _split_point(ctx, model, split)
+    head, tail = cut(model, point)
+    xc, _ = ctx.arrays("members", ctx.recipe.quant.calibration_samples)
+    xs, _ = ctx.arrays("nonmembers", 16)
+    kernels = Path(__file__).resolve().parent.parent / "kernels"
+    from importlib import resources
+
+    template = resources.files("edgeprune.export").joinpath("templates/run_onnx.py")
+
+    def server_side(tmp: Path) -> dict:
+        srv = tmp / "server"
+        srv.mkdir()
+        with torch.no_grad():
+            feats = head(torch.from_numpy(xs)).numpy()
+            logits = tail(torch.from_numpy(feats)).numpy()
+        export_onnx(tail, point.shape, srv / "tail.onnx", opset=ctx.recipe.export.opset, input_name=FEATURES)
+        got = onnx_predict(srv / "tail.onnx", feats)
+        if np.abs(got - logits).max() > ctx.recipe.export.rtol * max(float(np.abs(logits).max()), 1e-12):
+            raise ConfigError("the exported tail does not match torch")  # never ship a tail that disagrees
+        np.savez(srv / "samples.npz", inputs=feats, reference_torch=logits, outputs_fp32=got)
+        (srv / "run_onnx.py").write_text(template.read_text())
+        os.chmod(srv / "run_onnx.py", 0o755)
+        srv_manifest = {"role": "server side of a split deployment: features -> logits",
+                        "input": {"name": FEATURES, "shape": ["batch", *point.shape], "dtype": "float32"},
+                        "output": {"name": "logits", "shape": ["batch", int(logits.shape[1])]},
+                        "models": [{"file": "tail.onnx", "precision": "fp32", "engine": None, "batch": None,
+                                    "check_rtol": 1e-3, "check_top1": 1.0}]}
+        (srv / "manifest.json").write_text(json.dumps(srv_manifest, indent=2) + "\n")
+        return {"split": {"point": point.name, "role": "the device runs the head (these models); server/ runs the tail",
+                          "feature_name": FEATURES, "feature_shape": list(point.shape),
+                          "bytes_per_sample": {"fp32": point.bytes_per_sample(4), "fp16": point.bytes_per_sample(2),
+                                               "int8": point.bytes_per_sample(1)},
+                          "input_bytes_per_sample_fp32": int(np.prod(ctx.ds.in_shape)) * 4,
+                          "inversion": _inversion_at(Path(run_dir), point.name),
+                          "server": {"files": ["server/tail.onnx", "server/run_onnx.py", "server/samples.npz",
+                                               "server/manifest.json"]}}}
+
+    out = make_bundle(head, ctx.ds.in_shape, out, precisions, xc, xs, batch=batch, dynamic_batch=dynamic_batch,
+                      opset=ctx.recipe.export.opset, kernels_dir=kernels, output_name=FEATURES, extra=server_side,
+                      source={"run": str(Path(run_dir).resolve()), "recipe_hash": manifest["recipe_hash"],
+                              "model": manifest["model"], "plan_sha256": manifest["artifacts"].get(PLAN),
+                              "split": point.name})
+    log(f"split bundle written to {out} (head: {', '.join(precisions)}; tail: server/)")
+    return out

@@ -148,16 +148,34 @@ def audit(
     threat: str | None = typer.Option(None, help="adaptive | non-adaptive | both: attacker models with / without the defense"),
     seeds: int | None = typer.Option(None, help="trained targets (training seeds) behind every figure: mean, sd, CI"),
     preset: str | None = typer.Option(None, help="quick (1 shadow, 4 references, 1 seed) or thorough (4, 16, 3)"),
+    layer: str | None = typer.Option(None, "--layer", help="inversion attacks: split points, comma-separated "
+                                     "(default: every block boundary; `edgeprune inspect MODEL` lists them)"),
+    split_noise: float = typer.Option(0.0, "--split-noise", help="inversion: defend one --layer with Gaussian noise "
+                                      "(this many feature stds) in fine-tuning and deployment; reports its accuracy cost"),
 ):
-    """Membership-inference audit (table sorted by TPR@0.1%FPR, log-log ROC and per-class plots)."""
+    """Membership-inference audit (table sorted by TPR@0.1%FPR, log-log ROC and per-class plots), and model
+    inversion from split-point features (--attacks inversion,inversion-wb)."""
 
     def go():
         from edgeprune import api
+        from edgeprune.attack.base import names_of_kind
         from edgeprune.attack.tables import audit_table
 
         names = [a.strip() for a in attacks.split(",") if a.strip()] or None
         log = _log
         _check_audit_target(target)
+        inversion = names_of_kind("inversion", names) if names else []
+        if inversion:
+            if not Path(target).expanduser().is_dir():
+                _fail("inversion attacks audit a run directory (they need the model's split points)")
+            layers = [w.strip() for w in (layer or "").split(",") if w.strip()]
+            result = api.inversion_audit(Path(target).expanduser(), inversion, layers, split_noise, log=log)
+            _console().print(_inversion_table(result))
+            names = [n for n in names if n not in inversion]
+            if not names:
+                return
+        elif layer or split_noise:
+            _fail("--layer and --split-noise go with inversion attacks (--attacks inversion or inversion-wb)")
         if Path(target).expanduser().is_dir():
             result = api.audit_run(Path(target).expanduser(), names, shadows, references, on, data, log=log,
                                    threat=threat, seeds=seeds, preset=preset)
@@ -196,6 +214,21 @@ def _check_audit_target(target: str) -> None:
         raise ConfigError(f"{target} not found (no such run directory or .onnx file)")
 
 
+def _inversion_table(result: dict):
+    from rich.table import Table
+
+    t = Table("variant", "split point", "feature", "attack", "PSNR dB (95% CI)", "SSIM", "judge acc",
+              title=f"model inversion (judge accuracy on the originals {result['judge_accuracy_on_originals']:.3f})")
+    for variant, layers in result["variants"].items():
+        for name, e in layers.items():
+            for attack, a in e["attacks"].items():
+                ps = a["psnr"]
+                t.add_row(variant, name, "x".join(map(str, e["feature_shape"])), attack,
+                          f"{ps['mean']:.2f} ({ps['ci95'][0]:.2f}-{ps['ci95'][1]:.2f})",
+                          f"{a['ssim']['mean']:.3f}" if "ssim" in a else "-", f"{a['judge_accuracy']['mean']:.3f}")
+    return t
+
+
 @app.command()
 def export(
     run_dir: Path = typer.Argument(..., help="a run directory made by `edgeprune compress`"),
@@ -209,6 +242,10 @@ def export(
     calibration: str = typer.Option("minmax", help="minmax | entropy | percentile"),
     block: int = typer.Option(32, help="block size for block-sparse Linear layers (custom op ai.edgeprune)"),
     dense: bool = typer.Option(False, "--dense", help="dense fallback only: no block-sparse custom ops"),
+    split: str | None = typer.Option(None, "--split", help="split deployment: write split/head.onnx (input -> "
+                                     "features at this split point) and split/tail.onnx (features -> logits)"),
+    split_noise: float = typer.Option(0.0, "--split-noise", help="with --split: the head adds Gaussian noise of this "
+                                      "many feature standard deviations to the features it sends"),
 ):
     """Export the compressed model to verified ONNX (fp32 / fp16 / int8 QDQ / block-sparse) or for TensorRT."""
 
@@ -216,6 +253,14 @@ def export(
         from rich.table import Table
 
         from edgeprune import api
+
+        if split is not None:
+            info = api.export_split_run(run_dir, split, opset, split_noise, log=_log)
+            v = info["verification"]
+            _console().print(f"split at {info['split_point']}: features {tuple(info['feature_shape'])}, "
+                             f"{info['bytes_per_sample']['fp32']} bytes per sample (fp32); head+tail vs model: "
+                             f"max relative error {v['composed_max_rel_err']:.1e}, top-1 agreement {v['top1_agreement']:.4f}")
+            return
 
         res = api.export_run(run_dir, format, opset, dynamic_batch, batch, fp16, int8, activations, calibration,
                              block, dense, log=_log)
@@ -242,6 +287,8 @@ def bundle(
     precision: str = typer.Option("fp16,int8", help="comma-separated: fp32, fp16, int8"),
     batch: int = typer.Option(1, help="fixed batch size of the bundled models"),
     dynamic_batch: bool = typer.Option(False, help="dynamic batch (build_engine.sh then passes shape profiles)"),
+    split: str | None = typer.Option(None, "--split", help="split deployment: the head up to this split point on "
+                                     "the device, the tail under server/ with run_onnx.py"),
 ):
     """Write a Jetson deployment bundle: ONNX, plugin sources, build_engine.sh, bench.sh, run_onnx.py, manifest."""
 
@@ -250,6 +297,10 @@ def bundle(
 
         _check_out(out)
         precisions = [p.strip() for p in precision.split(",") if p.strip()]
+        if split is not None:
+            path = api.bundle_split_run(run_dir, out, split, precisions, batch, dynamic_batch, log=_log)
+            _console().print(f"split bundle: {_esc(path)}  (device: ./build_engine.sh for the head; server: server/run_onnx.py)")
+            return
         path = api.bundle_run(run_dir, out, precisions, batch, dynamic_batch, log=_log)
         _console().print(f"bundle: {_esc(path)}  (copy it to the device, then ./build_engine.sh && ./bench.sh)")
 
@@ -404,8 +455,29 @@ def inspect(
         for name in M.prunable_weights(m):
             t.add_row(_esc(name), _esc(nm_skip.get(name, "ok")), _esc(blk_skip.get(name, "ok")))
         con.print(t)
+        _split_table(m, ds.in_shape)
 
     _guard(go)
+
+
+def _split_table(model, in_shape) -> None:
+    """Candidate split points (export / bundle --split, audit --layer) with their feature sizes."""
+    from rich.table import Table
+
+    from edgeprune.errors import UserError
+    from edgeprune.models.splits import split_points
+
+    try:
+        points = split_points(model, in_shape)
+    except UserError as e:
+        _console().print(f"[yellow]split points: {e}[/yellow]")
+        return
+    t = Table("split point", "feature shape", "bytes / sample (fp32)", "int8", "also called",
+              title="split points (--split / --layer; input is the identity, not a default)")
+    for p in points:
+        t.add_row(p.name, "x".join(map(str, p.shape)), f"{p.bytes_per_sample(4):,}", f"{p.bytes_per_sample(1):,}",
+                  ", ".join(a for a in p.aliases if a != p.name))
+    _console().print(t)
 
 
 @app.command()

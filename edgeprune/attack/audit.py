@@ -32,12 +32,21 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.attack import diff as _diff  # noqa: F401  (registers)
+from edgeprune.attack import inversion as _inversion  # noqa: F401  (kind "inversion": run by api.inversion_audit)
 from edgeprune.attack import lira as _lira  # noqa: F401
 from edgeprune.attack import metric as _metric  # noqa: F401
 from edgeprune.attack import nn as _nn  # noqa: F401
 from edgeprune.attack import rmia as _rmia  # noqa: F401
 from edgeprune.attack import samia as _samia  # noqa: F401
-from edgeprune.attack.base import ATTACKS, AttackInputs, References, ShadowSet, attacker_threshold, needs_of
+from edgeprune.attack.base import (
+    ATTACKS,
+    AttackInputs,
+    References,
+    ShadowSet,
+    attacker_threshold,
+    names_of_kind,
+    needs_of,
+)
 from edgeprune.attack.metrics import (
     TPR_KEYS,
     attack_metrics,
@@ -69,8 +78,8 @@ SEED_METRICS = ("auc", "attack_accuracy") + TPR_KEYS
 
 
 def resolve_attacks(names: list[str]) -> list[str]:
-    if names == ["all"] or names == "all":
-        return ATTACKS.names()
+    if names == ["all"] or names == "all":  # every membership attack; inversion ones are named explicitly
+        return names_of_kind("membership")
     for n in names:
         ATTACKS.get(n)
     return list(dict.fromkeys(names))
@@ -271,7 +280,7 @@ def run_audit(
     log=lambda m: None,
 ) -> dict:
     check_plan(plan)
-    attacks = resolve_attacks(plan.attacks)
+    attacks = names_of_kind("membership", resolve_attacks(plan.attacks))
     needs = needs_of(attacks)
     with_sens = "sensitivity" in needs
     t_start = time.perf_counter()

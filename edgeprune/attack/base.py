@@ -53,6 +53,7 @@ class Attack:
     # "shadows" (chosen on the shadows' scores) or "references" (one reference model plays the target)
     threshold: float | str = "shadows"
     note: Callable[[AttackInputs], str | None] | None = None  # how the attack ran, for the table / audit.json
+    kind: str = "membership"  # "inversion": consumes features at a split point (edgeprune.attack.inversion)
 
     def missing(self, inp: AttackInputs) -> str | None:
         if "shadows" in self.needs and not inp.shadows:
@@ -70,11 +71,11 @@ ATTACKS: Registry = Registry("attack")
 
 
 def register(name: str, needs: tuple[str, ...] = (), doc: str | None = None, threshold: float | str | None = None,
-             note: Callable[[AttackInputs], str | None] | None = None):
+             note: Callable[[AttackInputs], str | None] | None = None, kind: str = "membership"):
     def deco(fn):
         text = doc if doc is not None else (fn.__doc__ or "").strip().split("\n")[0]
         thr = threshold if threshold is not None else ("references" if "references" in needs else "shadows")
-        ATTACKS.register(name)(Attack(name, fn, frozenset(needs), text, thr, note))
+        ATTACKS.register(name)(Attack(name, fn, frozenset(needs), text, threshold=thr, note=note, kind=kind))
         return fn
 
     return deco
@@ -114,3 +115,8 @@ def needs_of(names: list[str]) -> set[str]:
     for n in names:
         out |= ATTACKS.get(n).needs
     return out
+
+
+def names_of_kind(kind: str, names: list[str] | None = None) -> list[str]:
+    """The registered attacks of one kind (membership / inversion), or those of ``names`` that are."""
+    return [n for n in (names if names is not None else ATTACKS.names()) if ATTACKS.get(n).kind == kind]

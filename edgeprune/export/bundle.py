@@ -107,8 +107,11 @@ def _bench_sh(models: list[dict], plugins: bool) -> str:
 
 def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibration: np.ndarray,
                 samples: np.ndarray, batch: int = 1, dynamic_batch: bool = False, opset: int = 20,
-                source: dict | None = None, kernels_dir: str | Path | None = None) -> Path:
-    """Write the bundle into a temp dir next to ``out`` and rename it into place at the end."""
+                source: dict | None = None, kernels_dir: str | Path | None = None, output_name: str = "logits",
+                extra=None) -> Path:
+    """Write the bundle into a temp dir next to ``out`` and rename it into place at the end. ``output_name``
+    names the graph output (``features`` for the head of a split deployment, whose check then compares values
+    only: no top-1); ``extra(tmp)`` writes more files and returns manifest entries (the split's server side)."""
     import torch
 
     from edgeprune.export.onnx import export_onnx, to_fp16
@@ -118,7 +121,7 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
     out = Path(out).expanduser().resolve()
     with staged_dir(out, "bundle") as tmp:
         fp32 = export_onnx(model, in_shape, tmp / "model.fp32.onnx", opset=opset, dynamic_batch=dynamic_batch,
-                           batch=batch)
+                           batch=batch, output_name=output_name)
         with torch.no_grad():
             ref = model.eval()(torch.from_numpy(samples)).numpy()
         models, outputs = [], {}
@@ -134,6 +137,7 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
             # not whatever this CPU's int8 kernels compute
             outputs[f"outputs_{p}"] = predict(f, samples, "reference" if p == "int8" else "cpu")
             rtol, top1 = CHECK[p]
+            top1 = top1 if output_name == "logits" else 0.0
             models.append({"file": f.name, "precision": p, "engine": f"model.{p}.engine",
                            "batch": None if dynamic_batch else batch, "check_rtol": rtol, "check_top1": top1})
         # block-sparse layers ship as the ai.edgeprune custom op only with the plugin sources that run it
@@ -165,18 +169,20 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
         for script in ("build_engine.sh", "bench.sh", "run_onnx.py"):
             os.chmod(tmp / script, 0o755)
         (tmp / "README.md").write_text(_readme(models, sparse))
+        more = extra(tmp) if extra else {}
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         manifest = {
             "edgeprune": __version__,
             "target": TARGET,
             "input": {"name": "input", "shape": ["batch" if dynamic_batch else batch, *in_shape], "dtype": "float32"},
-            "output": {"name": "logits", "shape": ["batch" if dynamic_batch else batch, int(ref.shape[1])]},
+            "output": {"name": output_name, "shape": ["batch" if dynamic_batch else batch, *(int(d) for d in ref.shape[1:])]},
             "models": models,
             "sparsity_2_4": sparse,
             "block_sparse": block_sparse,
             "plugins": plugins,
             "lint": findings,
             "source": source or {},
+            **more,
             "files": {f: sha256_file(tmp / f) for f in files},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -23,7 +23,7 @@ class VerificationError(UserError):
 
 
 def export_onnx(model: nn.Module, in_shape: tuple[int, ...], path: str | Path, opset: int = 20,
-                dynamic_batch: bool = True, batch: int = 1) -> Path:
+                dynamic_batch: bool = True, batch: int = 1, input_name: str = INPUT, output_name: str = OUTPUT) -> Path:
     """Export ``model`` to one constant-folded ONNX file, with a dynamic or a fixed batch dimension."""
     model = model.eval()
     path = Path(path)
@@ -33,7 +33,7 @@ def export_onnx(model: nn.Module, in_shape: tuple[int, ...], path: str | Path, o
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (example,), dynamo=True, external_data=False, input_names=[INPUT], output_names=[OUTPUT],
+            model, (example,), dynamo=True, external_data=False, input_names=[input_name], output_names=[output_name],
             dynamic_shapes=dyn, opset_version=opset, optimize=True, verbose=False,
         )
         program.save(str(path), external_data=False)

@@ -72,7 +72,56 @@ def collect(run_dirs: list[str | Path]) -> dict:
             "quant": man["recipe"]["quant"]["mode"], "machine": bench.get("machine", {}),
             "variants": variants, "roc": audit.get("roc", {}),
         })
+        inv = inversion_summary(d)
+        if inv:
+            runs[-1]["inversion"] = inv
     return {"runs": runs}
+
+
+def inversion_summary(run_dir: Path) -> dict | None:
+    """The run's inversion audit (inversion.json), when there is one: figures per variant, split point and
+    attack, and the picture grids' paths."""
+    p = run_dir / "inversion.json"
+    if not p.is_file():
+        return None
+    inv = json.loads(p.read_text())
+    rows = []
+    for variant, layers in inv["variants"].items():
+        for layer, e in layers.items():
+            for attack, a in e["attacks"].items():
+                rows.append({"variant": variant, "layer": layer, "attack": attack, "feature_shape": e["feature_shape"],
+                             **{k: a[k] for k in ("psnr", "ssim", "judge_accuracy") if k in a}})
+    return {"rows": rows, "grids": {k: str(run_dir / v) for k, v in inv.get("grids", {}).items()},
+            "split_noise": inv.get("split_noise")}
+
+
+def inversion_images(data: dict) -> dict[str, str]:
+    out = {}
+    for run in data["runs"]:
+        for layer, path in (run.get("inversion") or {}).get("grids", {}).items():
+            if Path(path).is_file():
+                out[f"inversion-{run['name']}-{layer}"] = base64.b64encode(Path(path).read_bytes()).decode()
+    return out
+
+
+def inversion_html(data: dict) -> str:
+    rows = [(run["name"], r) for run in data["runs"] for r in (run.get("inversion") or {}).get("rows", [])]
+    if not rows:
+        return ""
+
+    def cell(r, k, spec):
+        return f"{r[k]['mean']:{spec}} [{r[k]['ci95'][0]:{spec}}, {r[k]['ci95'][1]:{spec}}]" if k in r else "-"
+
+    trs = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
+            name, r["variant"], r["layer"], "x".join(map(str, r["feature_shape"])), r["attack"],
+            cell(r, "psnr", ".2f"), cell(r, "ssim", ".3f"), cell(r, "judge_accuracy", ".3f"))) + "</tr>"
+        for name, r in rows)
+    head = "".join(f"<th>{h}</th>" for h in ("run", "variant", "split point", "features", "attack", "PSNR dB [95% CI]",
+                                             "SSIM [95% CI]", "judge accuracy on reconstructions"))
+    return (f'<h2>Model inversion from split-point features</h2><table id="inversion"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{trs}</tbody></table><p>Higher PSNR / SSIM: the features give the input away; the picture grids "
+            f"(originals, then reconstructions per variant) are among the plots below.</p>")
 
 
 def _png(fig) -> str:
@@ -204,6 +253,7 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
 <h1>edgeprune report</h1>
 <p>{len(data["runs"])} run(s). Latency measured on {html.escape(machine)}; leakage audited on the exported artifacts.</p>
 <table id="runs"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>
+{inversion_html(data)}
 <h2>Plots</h2>
 {figs}
 <script>
@@ -241,7 +291,7 @@ def write_report(run_dirs: list[str | Path], out_html: str | Path) -> dict[str, 
     for target in (out_html, md, js, plot_dir):
         _refuse_run_file(target, out_html)
     data = collect(run_dirs)
-    images = plots(data)
+    images = {**plots(data), **inversion_images(data)}
     plot_dir.mkdir(parents=True, exist_ok=True)
     for k, v in images.items():
         atomic_write_bytes(plot_dir / f"{k}.png", base64.b64decode(v))
