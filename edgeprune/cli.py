@@ -158,6 +158,7 @@ def audit(
 
     def go():
         from edgeprune import api
+        from edgeprune.attack import audit as _registers_every_attack  # noqa: F401
         from edgeprune.attack.base import names_of_kind
         from edgeprune.attack.tables import audit_table
 

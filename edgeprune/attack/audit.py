@@ -370,7 +370,7 @@ def _attacker_models(factory, ds, split, plan, cand, ck, pop_idx, pk, want_shado
     shadow_sets: dict[str, list[ShadowSet]] = {v: [] for v in variants}
     refs: dict[str, References] = {}
     suffix = "" if threat == "adaptive" else f" ({threat})"
-    fac_ref_n = ref_n if uses_reference(factory.recipe) else 0
+    fac_ref_n = ref_n if ref_n and uses_reference(factory.recipe) else 0  # no factory: no attacker models
     # --- shadows: random halves of the pool, reference data disjoint from what they are evaluated on --------
     if want_shadows:
         task = bar.add_task(f"shadow models{suffix}", total=plan.shadows)
