@@ -62,6 +62,9 @@ NPZ = {  # npz property -> values that break it (the default is a valid 120-samp
 MUTATIONS = [("recipe", k) for k in FIELDS] + [("npz", k) for k in NPZ]
 
 
+RUN_FILES = {"run", ".run.partial", ".run.lock"}  # the run, its staging and its lock file (run.RunLock)
+
+
 @st.composite
 def inputs(draw):
     """A valid recipe and npz with up to two properties changed (often to invalid values)."""
@@ -118,7 +121,7 @@ def test_compress_exits_0_or_2_with_one_line_and_writes_only_its_output(case):
         np.savez(tmp / "d.npz", **arrays)
         recipe["data"] = f"npz:{tmp / 'd.npz'}"
         (tmp / "r.yaml").write_text(yaml.safe_dump(recipe))
-        before = _snapshot(tmp, {"run", ".run.partial"})
+        before = _snapshot(tmp, RUN_FILES)
         cwd = os.getcwd()
         os.chdir(tmp)  # anything written to the working directory would show up in the snapshot
         try:
@@ -136,4 +139,4 @@ def test_compress_exits_0_or_2_with_one_line_and_writes_only_its_output(case):
             assert not (tmp / "run").exists()
         else:
             assert (tmp / "run" / "manifest.json").is_file()
-        assert _snapshot(tmp, {"run", ".run.partial"}) == before
+        assert _snapshot(tmp, RUN_FILES) == before
