@@ -105,6 +105,8 @@ def _snapshot(root: Path, skip: set[str]) -> dict:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d not in skip]
         for f in filenames:
+            if f in skip:
+                continue
             p = Path(dirpath) / f
             st_ = p.stat()
             out[str(p)] = (st_.st_size, st_.st_mtime_ns)
