@@ -74,9 +74,12 @@ class Context:
         return split_reference(x, y, self.recipe.defense.reference_samples, self.recipe.seed + 5)
 
     def fresh_model(self):
-        from edgeprune.models import build_model
+        return self.builder()()
 
-        return build_model(self.recipe.model, self.ds.in_shape, self.ds.num_classes)
+    def builder(self):
+        from edgeprune.models import Builder
+
+        return Builder(self.recipe.model, tuple(self.ds.in_shape), self.ds.num_classes)
 
     def model_info(self) -> dict:
         return {"spec": self.recipe.model, "in_shape": list(self.ds.in_shape), "num_classes": self.ds.num_classes}
@@ -317,8 +320,8 @@ def _audit_targets(ctx: Context, targets: dict, cache_dir: Path, cfg=None) -> di
 
     cfg = cfg or ctx.recipe.audit
     plan = AuditPlan(cfg.attacks, cfg.shadows, cfg.references, cfg.max_samples, cfg.population, cfg.bootstrap,
-                     ctx.recipe.seed)
-    factory = ModelFactory(ctx.fresh_model, ctx.ds.in_shape, ctx.recipe,
+                     ctx.recipe.seed, execution=ctx.recipe.exec)
+    factory = ModelFactory(ctx.builder(), ctx.ds.in_shape, ctx.recipe,
                            pipeline_key(ctx.recipe, ctx.split.hash()), list(targets), pool=ctx.split.pool)
     return run_audit(ctx.ds, ctx.split, targets, plan, factory, SignalCache(cache_dir))
 
@@ -372,8 +375,10 @@ def _stage_report(ctx: Context, run):
 
 
 def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: int | None = None,
-              references: int | None = None, on: str = "onnx", data: str | None = None, log=print) -> dict:
-    """Re-audit a finished run (signals are cached in the run, so other attacks cost little)."""
+              references: int | None = None, on: str = "onnx", data: str | None = None, log=print,
+              execution=None) -> dict:
+    """Re-audit a finished run (signals are cached in the run, so other attacks cost little).
+    ``execution`` (ExecConfig): where the attacker models train, instead of the run's recipe ``exec``."""
     import dataclasses
 
     from edgeprune.attack.audit import resolve_attacks
@@ -386,6 +391,9 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
         resolve_attacks(attacks)  # before the run is opened or touched
     manifest, ctx = _open_run(run_dir)
     recipe = ctx.recipe
+    if execution is not None:
+        recipe.exec = execution
+        recipe.validate()
     if data is not None and data != recipe.data:
         raise ConfigError(f"run {run_dir} was made on {recipe.data!r}, not {data!r}")
     cfg = dataclasses.replace(
@@ -663,7 +671,7 @@ def bench(target: str | Path, backends: list[str], batches: list[int], threads: 
 def audit_model(target: str, data: str, model: str | None = None, weights: str | None = None,
                 membership: str = "train-test", seed: int = 0, attacks: list[str] | None = None,
                 shadows: int = 0, references: int = 0, out: str | Path | None = None,
-                recipe_path: str | None = None, log=print) -> tuple[Path, dict]:
+                recipe_path: str | None = None, log=print, execution=None) -> tuple[Path, dict]:
     """Audit a model that was not made by ``compress``: an ONNX file, or a zoo / user model with weights.
 
     Membership comes from the data: ``train-test`` (an npz / CIFAR-10 file's train rows are members, half of
@@ -676,7 +684,7 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     from edgeprune.attack.signals import SignalCache, onnx_predictor, torch_predictor
     from edgeprune.data import load_dataset, make_split, split_train_test
     from edgeprune.export.check import check_fits_data, check_onnx_file
-    from edgeprune.models import build_model, check_fits, load_weights
+    from edgeprune.models import Builder, build_model, check_fits, load_weights
     from edgeprune.recipe import load_recipe
 
     recipe = load_recipe(recipe_path) if recipe_path else Recipe()
@@ -694,6 +702,8 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     if shadows < 0 or references < 0 or references == 1:
         raise ConfigError("--shadows must be >= 0 and --references 0 or at least 2 (LiRA needs IN and OUT references)")
     resolve_attacks(attacks or recipe.audit.attacks)
+    if execution is not None:
+        recipe.exec = execution
     recipe.validate(names=False)
     ds = load_dataset(data)
     if membership == "train-test":
@@ -719,10 +729,11 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     factory = None
     if arch:
         recipe.model = arch
-        factory = ModelFactory(lambda: build_model(arch, ds.in_shape, ds.num_classes), ds.in_shape, recipe,
+        factory = ModelFactory(Builder(arch, tuple(ds.in_shape), ds.num_classes), ds.in_shape, recipe,
                                pipeline_key(recipe, split.hash()), ["dense"])
     cfg = recipe.audit
-    plan = AuditPlan(attacks or cfg.attacks, shadows, references, cfg.max_samples, cfg.population, cfg.bootstrap, seed)
+    plan = AuditPlan(attacks or cfg.attacks, shadows, references, cfg.max_samples, cfg.population, cfg.bootstrap, seed,
+                     execution=recipe.exec)
     out = Path(out or Path("audits") / path.stem).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     cache_dir = out.parent / f".{out.name}.cache"

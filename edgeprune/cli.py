@@ -98,6 +98,10 @@ def compress(
     recipe: Path | None = typer.Option(None, help="YAML recipe; options given here override it"),
     out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="run directory"),
     resume: bool = typer.Option(False, help="continue an interrupted run, skipping finished stages"),
+    executor: str | None = typer.Option(None, help="where attacker models / trials run: local | process | ray"),
+    ray_address: str | None = typer.Option(None, help="ray: unset starts a local Ray, 'auto' joins a running cluster, or HOST:PORT"),
+    ensemble: int | None = typer.Option(None, help="attacker models trained together as one batched ensemble (1: one by one)"),
+    workers: int | None = typer.Option(None, help="process pool size / CPUs of a local Ray (0: all cores)"),
 ):
     """Train (or load), prune, fine-tune, export, quantize, audit and benchmark one model."""
 
@@ -120,6 +124,7 @@ def compress(
         for section, field, value in overrides:  # options given on the command line win over the recipe
             if value is not None:
                 setattr(section, field, value)
+        r.exec = _execution(r.exec, executor, ray_address, ensemble, workers)
         con = _console()
         run_dir = api.compress(r, out, resume=resume, log=_log)
         report = api.load_report(run_dir)
@@ -142,6 +147,10 @@ def audit(
     membership: str = typer.Option("train-test", help="non-run targets: train-test (npz / cifar10 parts) or split"),
     seed: int = typer.Option(0, help="non-run targets: seed of the split and of the attacker's models"),
     out: Path | None = typer.Option(None, "--out", "-o", help="non-run targets: audit directory"),
+    executor: str | None = typer.Option(None, help="where attacker models / trials run: local | process | ray"),
+    ray_address: str | None = typer.Option(None, help="ray: unset starts a local Ray, 'auto' joins a running cluster, or HOST:PORT"),
+    ensemble: int | None = typer.Option(None, help="attacker models trained together as one batched ensemble (1: one by one)"),
+    workers: int | None = typer.Option(None, help="process pool size / CPUs of a local Ray (0: all cores)"),
 ):
     """Membership-inference audit (table sorted by TPR@0.1%FPR, log-log ROC and per-class plots)."""
 
@@ -152,8 +161,11 @@ def audit(
         names = [a.strip() for a in attacks.split(",") if a.strip()] or None
         log = _log
         _check_audit_target(target)
+        given = any(v is not None for v in (executor, ray_address, ensemble, workers))
+        execution = _execution(None, executor, ray_address, ensemble, workers) if given else None
         if Path(target).expanduser().is_dir():
-            result = api.audit_run(Path(target).expanduser(), names, shadows, references, on, data, log=log)
+            result = api.audit_run(Path(target).expanduser(), names, shadows, references, on, data, log=log,
+                                   execution=execution)
             where = Path(target)
         else:
             if data is None:
@@ -161,11 +173,15 @@ def audit(
             if out is not None:
                 _check_out(out)
             where, result = api.audit_model(target, data, model, str(weights) if weights else None, membership, seed,
-                                            names, shadows or 0, references or 0, out, log=log)
+                                            names, shadows or 0, references or 0, out, log=log, execution=execution)
         con = _console()
         for table in audit_table(result):
             con.print(table)
         t = result["timing"]
+        ex = result.get("execution") or {}
+        if ex:
+            con.print(f"attacker models: {ex['models_trained']} trained, {ex['models_cached']} from the cache, "
+                      f"{ex['tasks']} task(s) on {ex['executor']} (ensemble {ex['ensemble']}), {ex['wall_s']:.1f}s wall")
         con.print(f"training attacker models {t['shadow_and_reference_training_s']:.1f}s, signals {t['signals_s']:.1f}s, "
                   f"attacks {t['attacks_s']:.1f}s; plots: {_esc(where)}/audit_roc.png, {_esc(where)}/audit_per_class.png")
 
@@ -186,6 +202,20 @@ def _check_audit_target(target: str) -> None:
     looks_like_path = "/" in target or target.startswith((".", "~")) or target.endswith(".onnx")
     if looks_like_path:
         raise ConfigError(f"{target} not found (no such run directory or .onnx file)")
+
+
+def _execution(base, executor, ray_address, ensemble, workers):
+    """The recipe's ``exec`` section with the command-line options that were given."""
+    import dataclasses
+
+    from edgeprune.recipe import ExecConfig
+
+    e = dataclasses.replace(base) if base is not None else ExecConfig()
+    for name, value in (("executor", executor), ("ray_address", ray_address), ("ensemble", ensemble),
+                        ("workers", workers)):
+        if value is not None:
+            setattr(e, name, value)
+    return e
 
 
 @app.command()

@@ -80,7 +80,9 @@ class Run:
         self.final = Path(path).expanduser().resolve()
         self.staging = self.final.parent / f".{self.final.name}.partial"
         self.recipe = recipe
-        self.recipe_hash = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+        # where the work runs (recipe "exec") does not make a different run: resuming on Ray is allowed
+        what = {k: v for k, v in recipe.items() if k != "exec"}
+        self.recipe_hash = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
         if self.final.exists() and not resume:
             raise RunDirError(f"run directory {self.final} exists; pass --resume to continue it or choose another -o")
         if self.final.exists() and not (self.final / MANIFEST).is_file():

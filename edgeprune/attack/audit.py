@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -27,17 +25,16 @@ from edgeprune.attack import metric as _metric  # noqa: F401
 from edgeprune.attack import nn as _nn  # noqa: F401
 from edgeprune.attack import rmia as _rmia  # noqa: F401
 from edgeprune.attack import samia as _samia  # noqa: F401
+from edgeprune.attack.attackers import AttackerJob, attacker_signals
 from edgeprune.attack.base import ATTACKS, AttackInputs, References, ShadowSet, needs_of
 from edgeprune.attack.metrics import attack_metrics, bootstrap_ci, per_class_auc, roc_points
 from edgeprune.attack.signals import (
     Predictor,
     SignalCache,
-    onnx_predictor,
     sample_key,
-    torch_predictor,
 )
 from edgeprune.errors import ConfigError
-from edgeprune.progress import progress
+from edgeprune.recipe import ExecConfig
 
 
 def resolve_attacks(names: list[str]) -> list[str]:
@@ -57,6 +54,7 @@ class AuditPlan:
     population: int = 2000
     bootstrap: int = 200
     seed: int = 0
+    execution: object = None  # edgeprune.recipe.ExecConfig: where attacker models train (None: in-process)
 
 
 @dataclass
@@ -82,29 +80,6 @@ def pick_candidates(split, max_samples: int, seed: int) -> Candidates:
     mem = split.members if split.members.size <= max_samples else np.sort(rng.choice(split.members, max_samples, replace=False))
     non = split.nonmembers if split.nonmembers.size <= max_samples else np.sort(rng.choice(split.nonmembers, max_samples, replace=False))
     return Candidates(np.concatenate([mem, non]), np.concatenate([np.ones(mem.size, bool), np.zeros(non.size, bool)]))
-
-
-def _pipeline_predictors(factory: ModelFactory, ds, train_idx: np.ndarray, seed: int, workdir: Path, tag: str):
-    import torch
-
-    from edgeprune.pipeline import run_pipeline, split_reference
-
-    x = torch.from_numpy(ds.x[train_idx])
-    y = torch.from_numpy(ds.y[train_idx])
-    reference = None
-    if factory.pool is not None:  # the defender's reference data: pool samples this model is not trained on
-        rest = np.setdiff1d(factory.pool, train_idx)
-        reference = split_reference(torch.from_numpy(ds.x[rest]), torch.from_numpy(ds.y[rest]),
-                                    factory.recipe.defense.reference_samples, seed + 5)
-    out = run_pipeline(factory.make_model, factory.in_shape, x, y, factory.recipe, seed, workdir, tag,
-                       dense_only=factory.variants == ["dense"], reference=reference)
-    preds = {}
-    for v in factory.variants:
-        if v in out.models:
-            preds[v] = torch_predictor(out.models[v], key=f"{tag}-{v}-{factory.pipeline_key}")
-        else:
-            preds[v] = onnx_predictor(out.onnx[v], key=f"{tag}-{v}-{factory.pipeline_key}", numerics="reference")
-    return preds
 
 
 def run_audit(
@@ -144,51 +119,41 @@ def run_audit(
     shadow_sets: dict[str, list[ShadowSet]] = {v: [] for v in variants}
     refs: dict[str, References] = {}
     trained = {"shadows": 0, "references": 0}
-    with tempfile.TemporaryDirectory() as tmp, progress() as bar:
-        work = Path(tmp)
-        # --- shadows: random halves of the pool -------------------------------------------------
-        if want_shadows:
-            task = bar.add_task("shadow models", total=plan.shadows)
-            n_in = min(split.members.size, split.pool.size // 2)
-            for i in range(plan.shadows):
-                perm = np.random.default_rng(plan.seed + 1000 + i).permutation(split.pool)
-                in_idx, out_idx = np.sort(perm[:n_in]), np.sort(perm[n_in : 2 * n_in])
-                m = min(n_in, plan.max_samples)
-                ev = np.concatenate([in_idx[:m], out_idx[:m]])
-                is_in = np.concatenate([np.ones(m, bool), np.zeros(m, bool)])
-                tag = f"shadow{i}-s{plan.seed}"
-                ek = sample_key(ev, f"shadow{i}")
-                sigs = _cached_or_train(cache, factory, ds, in_idx, plan.seed + 1000 + i, work, tag,
-                                        [(ev, ek, with_sens)], timing, trained, "shadows")
-                for v in variants:
-                    sv = sigs[v][0]
-                    dense = sigs["dense"][0] if "dense" in sigs else None
-                    shadow_sets[v].append(ShadowSet(sv, is_in, dense))
-                bar.advance(task)
-        # --- references: complementary halves of the candidates ---------------------------------
-        if want_refs:
-            task = bar.add_task("reference models", total=plan.references)
-            ref_in = np.zeros((plan.references, cand.idx.size), bool)
-            per_variant = {v: ([], [], []) for v in variants}  # phi, prob, pop_prob
-            for r in range(plan.references):
-                if r % 2 == 0:
-                    perm = np.random.default_rng(plan.seed + 2000 + r).permutation(cand.idx.size)
-                    half = np.zeros(cand.idx.size, bool)
-                    half[perm[: cand.idx.size // 2]] = True
-                mask = half if r % 2 == 0 else ~half
-                ref_in[r] = mask
-                tag = f"ref{r}-s{plan.seed}-{ck}"
-                sigs = _cached_or_train(cache, factory, ds, np.sort(cand.idx[mask]), plan.seed + 2000 + r, work, tag,
-                                        [(cand.idx, ck, False), (pop_idx, pk, False)], timing, trained, "references")
-                for v in variants:
-                    on_c, on_p = sigs[v]
-                    per_variant[v][0].append(on_c.phi)
-                    per_variant[v][1].append(on_c.true_prob)
-                    per_variant[v][2].append(on_p.true_prob)
-                bar.advance(task)
+    # --- shadows (random halves of the pool) and references (complementary halves of the candidates):
+    # jobs first, then one call trains the missing ones on the executor (edgeprune.attack.attackers) ------
+    jobs: list[AttackerJob] = []
+    if want_shadows:
+        n_in = min(split.members.size, split.pool.size // 2)
+        m = min(n_in, plan.max_samples)
+        is_in = np.concatenate([np.ones(m, bool), np.zeros(m, bool)])
+        for i in range(plan.shadows):
+            perm = np.random.default_rng(plan.seed + 1000 + i).permutation(split.pool)
+            in_idx, out_idx = np.sort(perm[:n_in]), np.sort(perm[n_in : 2 * n_in])
+            ev = np.concatenate([in_idx[:m], out_idx[:m]])
+            jobs.append(AttackerJob("shadows", f"shadow{i}-s{plan.seed}", in_idx, plan.seed + 1000 + i,
+                                    [(ev, sample_key(ev, f"shadow{i}"), with_sens)]))
+    ref_in = np.zeros((plan.references if want_refs else 0, cand.idx.size), bool)
+    if want_refs:
+        for r in range(plan.references):
+            if r % 2 == 0:
+                perm = np.random.default_rng(plan.seed + 2000 + r).permutation(cand.idx.size)
+                half = np.zeros(cand.idx.size, bool)
+                half[perm[: cand.idx.size // 2]] = True
+            ref_in[r] = half if r % 2 == 0 else ~half
+            jobs.append(AttackerJob("references", f"ref{r}-s{plan.seed}-{ck}", np.sort(cand.idx[ref_in[r]]),
+                                    plan.seed + 2000 + r, [(cand.idx, ck, False), (pop_idx, pk, False)]))
+    execution = {}
+    if jobs:
+        got, execution = attacker_signals(jobs, factory, ds, cache, plan.execution or ExecConfig(), timing, trained, log)
+        for job, sigs in zip(jobs, got, strict=True):
             for v in variants:
-                phi, prob, pop = (np.stack(a) for a in per_variant[v])
-                refs[v] = References(phi, prob, ref_in, pop)
+                if job.kind == "shadows":
+                    shadow_sets[v].append(ShadowSet(sigs[v][0], is_in, sigs["dense"][0] if "dense" in sigs else None))
+        for v in variants if want_refs else []:
+            on_c = [g[v][0] for j, g in zip(jobs, got, strict=True) if j.kind == "references"]
+            on_p = [g[v][1] for j, g in zip(jobs, got, strict=True) if j.kind == "references"]
+            refs[v] = References(np.stack([s.phi for s in on_c]), np.stack([s.true_prob for s in on_c]), ref_in,
+                                 np.stack([s.true_prob for s in on_p]))
 
     used_shadows = len(shadow_sets[variants[0]]) if want_shadows else 0
     used_refs = int(refs[variants[0]].phi.shape[0]) if refs else 0
@@ -248,30 +213,8 @@ def run_audit(
         "roc": roc,
         "timing": {k: round(v, 3) for k, v in timing.items()},
         "cache": {"hits": cache.hits, "misses": cache.misses},
+        "execution": execution,
     }
-
-
-def _cached_or_train(cache, factory, ds, train_idx, seed, work, tag, sample_sets, timing, trained, kind):
-    """Signals of every variant of one attacker model on each sample set; trains only on a cache miss."""
-    preds_key = {v: f"{tag}-{v}-{factory.pipeline_key}" for v in factory.variants}
-    out, missing = {}, False
-    for v in factory.variants:
-        got = [cache.get(preds_key[v], k, s) for idx, k, s in sample_sets]
-        if any(g is None for g in got):
-            missing = True
-            break
-        out[v] = got
-    if not missing:
-        return out
-    t0 = time.perf_counter()
-    preds = _pipeline_predictors(factory, ds, train_idx, seed, work, tag)
-    timing["shadow_and_reference_training_s"] += time.perf_counter() - t0
-    trained[kind] += 1
-    t0 = time.perf_counter()
-    out = {v: [cache.signals(preds[v], ds.x[idx], ds.y[idx], k, s, seed=seed) for idx, k, s in sample_sets]
-           for v in factory.variants}
-    timing["signals_s"] += time.perf_counter() - t0
-    return out
 
 
 def pipeline_key(recipe, split_hash: str) -> str:
