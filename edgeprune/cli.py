@@ -550,6 +550,9 @@ def tune(
     seed: int | None = typer.Option(None, help="seed"),
     recipe: Path | None = typer.Option(None, help="YAML recipe for everything not searched"),
     out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="tune directory"),
+    executor: str | None = typer.Option(None, help="where trials run: local (--jobs > 1: process) | process | ray"),
+    ray_address: str | None = typer.Option(None, help="ray: unset starts a local Ray, 'auto' joins a running cluster, or HOST:PORT"),
+    ensemble: int | None = typer.Option(None, help="attacker models of each trial's audit trained as one batched ensemble"),
 ):
     """Search compression settings to an accuracy / leakage budget; Pareto front and the chosen point."""
 
@@ -568,6 +571,7 @@ def tune(
                                       (r.audit, "attacks", _words(attacks) if attacks else None)]:
             if value is not None:
                 setattr(section, field, value)
+        r.exec = _execution(r.exec, executor, ray_address, ensemble, None)
         r.validate()
         space = Space(_floats(sparsity, "sparsity"), _words(method), _words(criterion), _words(defense), _words(quant))
         budget = Budget(max_acc_drop, max_auc, max_tpr, objective)

@@ -18,9 +18,11 @@ What could not be batched is trained one by one, and the returned report says wh
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import tempfile
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,9 +182,18 @@ class EnsembleReport:
     """What was batched and what ran one by one (and why), per phase."""
 
     phases: dict[str, list[str]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, phase: str, line: str) -> None:
         self.phases.setdefault(phase, []).append(line)
+
+    @contextlib.contextmanager
+    def timed(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
 
     def lines(self) -> list[str]:
         return [f"{phase}: {'; '.join(v)}" for phase, v in self.phases.items()]
@@ -226,31 +237,36 @@ def run_pipelines(make_model, in_shape, members: list[Member], recipe: Recipe, w
         torch.manual_seed(m.seed)  # the initial weights, as run_pipeline draws them
         dense.append(make_model())
     data = [(m.x, m.y) for m in members]
-    _batch_or_one_by_one("dense training", dense, data, recipe.train, [m.seed for m in members], None, report, device)
+    with report.timed("dense training"):
+        _batch_or_one_by_one("dense training", dense, data, recipe.train, [m.seed for m in members], None, report,
+                             device)
     if dense_only:
         return [PipelineModels(models={"dense": d.eval()}) for d in dense], report
     pruned, masks = [], []
-    for m, d in zip(members, dense, strict=True):
-        torch.manual_seed(m.seed)
-        p = make_model()
-        p.load_state_dict(d.state_dict())
-        _, mk = plan_for(p, in_shape, recipe, m.x, m.y, m.seed + 1, reference=m.reference)
-        pruned.append(p)
-        masks.append(mk)
+    with report.timed("pruning"):
+        for m, d in zip(members, dense, strict=True):
+            torch.manual_seed(m.seed)
+            p = make_model()
+            p.load_state_dict(d.state_dict())
+            _, mk = plan_for(p, in_shape, recipe, m.x, m.y, m.seed + 1, reference=m.reference)
+            pruned.append(p)
+            masks.append(mk)
     shapes = len({shape_signature(p) for p in pruned})
     report.add("pruning", f"{len(members)} models one by one (per-model decisions), {shapes} distinct pruned shape(s)")
-    if recipe.defense.name == "none":
-        _batch_or_one_by_one("fine-tuning", pruned, data, recipe.finetune, [m.seed + 1 for m in members], masks,
-                             report, device)
-    else:  # defenses hook the loss, the sampler or the optimizer of the one training loop
-        report.add("fine-tuning", f"{len(members)} models one by one (defense {recipe.defense.name!r} is not batched)")
-        for m, p, d, mk in zip(members, pruned, dense, masks, strict=True):
-            finetune(p, m.x, m.y, recipe, m.seed + 1, desc=f"{m.tag} fine-tune", masks=mk, reference=m.reference,
-                     teacher=d)
+    with report.timed("fine-tuning"):
+        if recipe.defense.name == "none":
+            _batch_or_one_by_one("fine-tuning", pruned, data, recipe.finetune, [m.seed + 1 for m in members], masks,
+                                 report, device)
+        else:  # defenses hook the loss, the sampler or the optimizer of the one training loop
+            report.add("fine-tuning", f"{len(members)} models one by one (defense {recipe.defense.name!r} is not batched)")
+            for m, p, d, mk in zip(members, pruned, dense, masks, strict=True):
+                finetune(p, m.x, m.y, recipe, m.seed + 1, desc=f"{m.tag} fine-tune", masks=mk, reference=m.reference,
+                         teacher=d)
     out = [PipelineModels(models={"dense": d.eval(), "pruned": p.eval()}) for d, p in zip(dense, pruned, strict=True)]
     label = quant_variant(recipe)
     if label:
-        paths = _quantize_all(in_shape, members, pruned, dense, masks, recipe, workdir, report)
+        with report.timed("quantization"):
+            paths = _quantize_all(in_shape, members, pruned, dense, masks, recipe, workdir, report)
         for o, path in zip(out, paths, strict=True):
             o.onnx[label] = path
     return out, report

@@ -70,6 +70,20 @@ def _square_plus_sum(shared, i):
     return i * i + int(shared.sum())
 
 
+def test_where_work_runs_is_not_part_of_a_runs_identity(tmp_path):
+    """A run started in-process can be resumed on Ray: the recipe hash leaves out the exec section."""
+    from edgeprune.recipe import Recipe
+    from edgeprune.run import Run
+
+    a, b = Recipe().to_dict(), Recipe().to_dict()
+    b["exec"]["executor"], b["exec"]["ensemble"] = "ray", 1
+    old = {k: v for k, v in a.items() if k != "exec"}  # runs made before the section existed
+    hashes = {Run(tmp_path / n, d).recipe_hash for n, d in (("a", a), ("b", b), ("c", old))}
+    assert len(hashes) == 1
+    b["train"]["epochs"] += 1
+    assert Run(tmp_path / "d", b).recipe_hash not in hashes
+
+
 def test_unknown_executor_is_one_line_error(tmp_path):
     from typer.testing import CliRunner
 
@@ -249,3 +263,24 @@ def test_interrupted_audit_trains_only_the_missing_models(target, local_audit, o
     assert audit["references"]["trained_now"] == ex["models_trained"]
     assert _numbers(audit) == _numbers(local_audit)
     assert json.loads((out / "audit.json").read_text())["references"]["used"] == 8
+
+
+@pytest.mark.slow
+def test_tune_runs_trials_as_ray_tasks(tmp_path, ray_local):
+    from typer.testing import CliRunner
+
+    from edgeprune.cli import app
+
+    recipe = {"bench": {"batches": [1], "warmup_s": 0.0, "duration_s": 0.05, "min_runs": 3},
+              "audit": {"attacks": ["loss"]}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    res = CliRunner().invoke(app, ["tune", "mlp", "--data", "digits", "--epochs", "2", "--finetune-epochs", "1",
+                                   "--sparsity", "0.3,0.6", "--recipe", str(tmp_path / "r.yaml"), "--executor", "ray",
+                                   "-o", str(tmp_path / "t")])
+    assert res.exit_code == 0, res.output
+    t = json.loads((tmp_path / "t" / "tune.json").read_text())
+    assert t["execution"] == "ray" and len(t["trials"]) == 2
+    for trial in t["trials"]:
+        assert "error" not in trial and 0.0 < trial["metrics"]["accuracy"] <= 1.0
+        man = json.loads((tmp_path / "t" / trial["dir"] / "manifest.json").read_text())
+        assert man["complete"] and man["recipe"]["exec"]["executor"] == "local"  # a trial's audit stays in its task

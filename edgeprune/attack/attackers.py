@@ -57,6 +57,7 @@ def attacker_signals(jobs: list[AttackerJob], factory, ds, cache: SignalCache, e
     threads = exec_cfg.task_cpus if exec_cfg.executor != "local" else 0
     tasks = [Task((factory, [jobs[i] for i in b], threads), units=len(b)) for b in batches]
     notes: list[str] = []
+    phase_s: dict[str, float] = {}
 
     def on_result(t: int, res: dict) -> None:
         for i, per_variant in zip(batches[t], res["signals"], strict=True):
@@ -74,6 +75,8 @@ def attacker_signals(jobs: list[AttackerJob], factory, ds, cache: SignalCache, e
         timing["shadow_and_reference_training_s"] += res["train_s"]
         timing["signals_s"] += res["signals_s"]
         notes.extend(n for n in res["report"] if n not in notes)
+        for k, v in res["phase_s"].items():
+            phase_s[k] = phase_s.get(k, 0.0) + v
 
     t0 = time.perf_counter()
     executor.run(train_and_score, tasks, (ds.x, ds.y), on_result, "attacker models")
@@ -81,7 +84,8 @@ def attacker_signals(jobs: list[AttackerJob], factory, ds, cache: SignalCache, e
     for n in notes:
         log(f"[dim]ensemble {n}[/dim]")
     info = {**executor.describe(), "ensemble": size, "tasks": len(tasks), "models_trained": len(missing),
-            "models_cached": len(jobs) - len(missing), "wall_s": round(wall, 3), "ensemble_report": notes}
+            "models_cached": len(jobs) - len(missing), "wall_s": round(wall, 3), "ensemble_report": notes,
+            "ensemble_phase_s": {k: round(v, 3) for k, v in phase_s.items()}}
     return results, info  # type: ignore[return-value]
 
 
@@ -110,12 +114,12 @@ def train_and_score(shared, payload) -> dict:
         if len(members) > 1:
             outs, report = run_pipelines(factory.make_model, factory.in_shape, members, factory.recipe, Path(tmp),
                                          dense_only=dense_only)
-            notes = report.lines()
+            notes, phases = report.lines(), report.seconds
         else:
             m = members[0]
             outs = [run_pipeline(factory.make_model, factory.in_shape, m.x, m.y, factory.recipe, m.seed, Path(tmp),
                                  m.tag, dense_only=dense_only, reference=m.reference)]
-            notes = []
+            notes, phases = [], {}
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         signals = []
@@ -127,7 +131,8 @@ def train_and_score(shared, payload) -> dict:
                 per_variant[v] = [_score(pred.predict, x_all[idx], with_sens, j.seed)
                                   for idx, _, with_sens in j.sample_sets]
             signals.append(per_variant)
-        return {"signals": signals, "train_s": train_s, "signals_s": time.perf_counter() - t0, "report": notes}
+        return {"signals": signals, "train_s": train_s, "signals_s": time.perf_counter() - t0, "report": notes,
+                "phase_s": phases}
 
 
 def _score(predict, x: np.ndarray, with_sens: bool, seed: int):
