@@ -27,6 +27,8 @@ class AttackerJob:
     train_idx: np.ndarray
     seed: int
     sample_sets: list[tuple[np.ndarray, str, bool]]  # (sample indices, sample key, with sensitivity)
+    reference_from: np.ndarray | None = None  # where its copy of the defender's reference data is drawn from
+    reference_seed: int | None = None  # seed of that draw (None: the job's seed)
 
 
 def model_key(tag: str, variant: str, pipeline_key: str) -> str:
@@ -103,10 +105,11 @@ def train_and_score(shared, payload) -> dict:
         members = []
         for j in jobs:
             reference = None
-            if factory.pool is not None:  # the defender's reference data: pool samples this model is not trained on
-                rest = np.setdiff1d(factory.pool, j.train_idx)
+            if j.reference_from is not None:  # the defender's reference data as this model's pipeline sees it
+                rest = j.reference_from
+                seed = j.seed if j.reference_seed is None else j.reference_seed
                 reference = split_reference(torch.from_numpy(x_all[rest]), torch.from_numpy(y_all[rest]),
-                                            factory.recipe.defense.reference_samples, j.seed + 5)
+                                            factory.recipe.defense.reference_samples, seed + 5)
             members.append(Member(torch.from_numpy(x_all[j.train_idx]), torch.from_numpy(y_all[j.train_idx]), j.seed,
                                   j.tag, reference))
         dense_only = factory.variants == ["dense"]

@@ -131,7 +131,7 @@ def run_audit(
             in_idx, out_idx = np.sort(perm[:n_in]), np.sort(perm[n_in : 2 * n_in])
             ev = np.concatenate([in_idx[:m], out_idx[:m]])
             jobs.append(AttackerJob("shadows", f"shadow{i}-s{plan.seed}", in_idx, plan.seed + 1000 + i,
-                                    [(ev, sample_key(ev, f"shadow{i}"), with_sens)]))
+                                    [(ev, sample_key(ev, f"shadow{i}"), with_sens)], _reference_from(factory, in_idx)))
     ref_in = np.zeros((plan.references if want_refs else 0, cand.idx.size), bool)
     if want_refs:
         for r in range(plan.references):
@@ -140,8 +140,9 @@ def run_audit(
                 half = np.zeros(cand.idx.size, bool)
                 half[perm[: cand.idx.size // 2]] = True
             ref_in[r] = half if r % 2 == 0 else ~half
-            jobs.append(AttackerJob("references", f"ref{r}-s{plan.seed}-{ck}", np.sort(cand.idx[ref_in[r]]),
-                                    plan.seed + 2000 + r, [(cand.idx, ck, False), (pop_idx, pk, False)]))
+            train_idx = np.sort(cand.idx[ref_in[r]])
+            jobs.append(AttackerJob("references", f"ref{r}-s{plan.seed}-{ck}", train_idx, plan.seed + 2000 + r,
+                                    [(cand.idx, ck, False), (pop_idx, pk, False)], _reference_from(factory, train_idx)))
     execution = {}
     if jobs:
         got, execution = attacker_signals(jobs, factory, ds, cache, plan.execution or ExecConfig(), timing, trained, log)
@@ -215,6 +216,12 @@ def run_audit(
         "cache": {"hits": cache.hits, "misses": cache.misses},
         "execution": execution,
     }
+
+
+def _reference_from(factory: ModelFactory, train_idx: np.ndarray) -> np.ndarray | None:
+    """Where an attacker model's copy of the defender's reference data comes from: pool samples it does not
+    train on."""
+    return np.setdiff1d(factory.pool, train_idx) if factory.pool is not None else None
 
 
 def pipeline_key(recipe, split_hash: str) -> str:
