@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -78,9 +79,12 @@ class Context:
         return split_reference(x, y, self.recipe.defense.reference_samples, self.recipe.seed + 5)
 
     def fresh_model(self):
-        from edgeprune.models import build_model
+        return self.builder()()
 
-        return build_model(self.recipe.model, self.ds.in_shape, self.ds.num_classes)
+    def builder(self):
+        from edgeprune.models import Builder
+
+        return Builder(self.recipe.model, tuple(self.ds.in_shape), self.ds.num_classes)
 
     def model_info(self) -> dict:
         return {"spec": self.recipe.model, "in_shape": list(self.ds.in_shape), "num_classes": self.ds.num_classes}
@@ -367,7 +371,9 @@ def _audit_targets(ctx: Context, targets: dict, cache_dir: Path, plan=None) -> d
     cfg = ctx.recipe.audit
     plan = plan or AuditPlan(cfg.attacks, cfg.shadows, cfg.references, cfg.max_samples, cfg.population,
                              cfg.bootstrap, ctx.recipe.seed, cfg.threat, cfg.seeds)
-    factory = ModelFactory(ctx.fresh_model, ctx.ds.in_shape, ctx.recipe,
+    if plan.execution is None:  # where the attacker models train: the recipe's exec section
+        plan = dataclasses.replace(plan, execution=ctx.recipe.exec)
+    factory = ModelFactory(ctx.builder(), ctx.ds.in_shape, ctx.recipe,
                            pipeline_key(ctx.recipe, ctx.split.hash()), list(targets), pool=ctx.split.pool)
     return run_audit(ctx.ds, ctx.split, targets, plan, factory, SignalCache(cache_dir))
 
@@ -425,10 +431,12 @@ def _stage_report(ctx: Context, run):
 
 def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: int | None = None,
               references: int | None = None, on: str = "onnx", data: str | None = None, log=print,
-              threat: str | None = None, seeds: int | None = None, preset: str | None = None) -> dict:
+              threat: str | None = None, seeds: int | None = None, preset: str | None = None,
+              execution=None) -> dict:
     """Re-audit a finished run (signals are cached in the run, so other attacks cost little). The run is
     locked and never moved: the new audit files are staged beside it and swapped in only when the audit
-    completes; impossible settings are refused first."""
+    completes; impossible settings are refused first. ``execution`` (ExecConfig): where the attacker models
+    train, instead of the run's recipe ``exec``."""
     from edgeprune.attack.audit import AuditPlan, check_plan, resolve_attacks, with_preset
     from edgeprune.attack.signals import torch_predictor
     from edgeprune.run import RunUpdate, verify_artifact
@@ -437,6 +445,8 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
         raise ConfigError(f"--on must be onnx or torch, got {on[:40]!r}")
     if attacks is not None:
         resolve_attacks(attacks)  # before the run is opened or touched
+    if execution is not None:  # before the run is opened or touched
+        dataclasses.replace(Recipe(), exec=execution).validate(names=False)
     if (references is not None and (references == 1 or references < 0)) or (shadows is not None and shadows < 0):
         raise ConfigError("--shadows must be >= 0 and --references 0 or at least 2 (LiRA needs IN and OUT references)")
     with RunUpdate(run_dir) as up:
@@ -448,6 +458,9 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
         plan = with_preset(AuditPlan(attacks if attacks is not None else a.attacks, a.shadows, a.references,
                                      a.max_samples, a.population, a.bootstrap, recipe.seed, a.threat, a.seeds), preset,
                            {"shadows": shadows, "references": references, "threat": threat, "seeds": seeds})
+        if execution is not None:
+            recipe.exec = execution
+        plan.execution = recipe.exec
         check_plan(plan)
         if on == "onnx":
             variants, targets = _variants(ctx), _onnx_targets(ctx, up)
@@ -745,7 +758,7 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
                 membership: str = "train-test", seed: int = 0, attacks: list[str] | None = None,
                 shadows: int | None = None, references: int | None = None, out: str | Path | None = None,
                 recipe_path: str | None = None, log=print, threat: str = "adaptive", seeds: int | None = None,
-                preset: str | None = None) -> tuple[Path, dict]:
+                preset: str | None = None, execution=None) -> tuple[Path, dict]:
     """Audit a model that was not made by ``compress``: an ONNX file, or a zoo / user model with weights.
 
     Membership comes from the data: ``train-test`` (an npz / CIFAR-10 file's train rows are members, half of
@@ -766,7 +779,7 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     from edgeprune.attack.signals import SignalCache, onnx_predictor, torch_predictor
     from edgeprune.data import load_dataset, make_split, split_train_test
     from edgeprune.export.check import check_fits_data, check_onnx_file
-    from edgeprune.models import build_model, check_fits, load_weights
+    from edgeprune.models import Builder, build_model, check_fits, load_weights
     from edgeprune.recipe import load_recipe
     from edgeprune.run import check_output_dir, staged_dir
 
@@ -785,10 +798,13 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     if membership not in ("train-test", "split"):
         raise ConfigError(f"--membership must be train-test or split, got {membership[:40]!r}")
     resolve_attacks(attacks or recipe.audit.attacks)
+    if execution is not None:
+        recipe.exec = execution
     recipe.validate(names=False)
     cfg = recipe.audit
     plan = with_preset(AuditPlan(attacks or cfg.attacks, 0, 0, cfg.max_samples, cfg.population, cfg.bootstrap, seed),
                        preset, {"shadows": shadows, "references": references, "threat": threat, "seeds": seeds})
+    plan.execution = recipe.exec
     check_plan(plan)
     ds = load_dataset(data)
     if membership == "train-test":
@@ -814,7 +830,7 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     factory = None
     if arch:
         recipe.model = arch
-        factory = ModelFactory(lambda: build_model(arch, ds.in_shape, ds.num_classes), ds.in_shape, recipe,
+        factory = ModelFactory(Builder(arch, tuple(ds.in_shape), ds.num_classes), ds.in_shape, recipe,
                                pipeline_key(recipe, split.hash()), ["dense"])
     out.parent.mkdir(parents=True, exist_ok=True)
     cache_dir = out.parent / f".{out.name}.cache"

@@ -100,6 +100,10 @@ def compress(
     recipe: Path | None = typer.Option(None, help="YAML recipe; options given here override it"),
     out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="run directory"),
     resume: bool = typer.Option(False, help="continue an interrupted run, skipping finished stages"),
+    executor: str | None = typer.Option(None, help="where attacker models / trials run: local | process | ray"),
+    ray_address: str | None = typer.Option(None, help="ray: unset starts a local Ray, 'auto' joins a running cluster, or HOST:PORT"),
+    ensemble: int | None = typer.Option(None, help="attacker models trained together as one batched ensemble (1: one by one)"),
+    workers: int | None = typer.Option(None, help="process pool size / CPUs of a local Ray (0: all cores)"),
 ):
     """Train (or load), prune, fine-tune, export, quantize, audit and benchmark one model."""
 
@@ -123,6 +127,7 @@ def compress(
         for section, field, value in overrides:  # options given on the command line win over the recipe
             if value is not None:
                 setattr(section, field, value)
+        r.exec = _execution(r.exec, executor, ray_address, ensemble, workers)
         con = _console()
         run_dir = api.compress(r, out, resume=resume, log=_log)
         report = api.load_report(run_dir)
@@ -152,6 +157,10 @@ def audit(
                                      "(default: every block boundary; `edgeprune inspect MODEL` lists them)"),
     split_noise: float = typer.Option(0.0, "--split-noise", help="inversion: defend one --layer with Gaussian noise "
                                       "(this many feature stds) in fine-tuning and deployment; reports its accuracy cost"),
+    executor: str | None = typer.Option(None, help="where attacker models / trials run: local | process | ray"),
+    ray_address: str | None = typer.Option(None, help="ray: unset starts a local Ray, 'auto' joins a running cluster, or HOST:PORT"),
+    ensemble: int | None = typer.Option(None, help="attacker models trained together as one batched ensemble (1: one by one)"),
+    workers: int | None = typer.Option(None, help="process pool size / CPUs of a local Ray (0: all cores)"),
 ):
     """Membership-inference audit (table sorted by TPR@0.1%FPR, log-log ROC and per-class plots), and model
     inversion from split-point features (--attacks inversion,inversion-wb)."""
@@ -177,9 +186,11 @@ def audit(
                 return
         elif layer or split_noise:
             _fail("--layer and --split-noise go with inversion attacks (--attacks inversion or inversion-wb)")
+        given = any(v is not None for v in (executor, ray_address, ensemble, workers))
+        execution = _execution(None, executor, ray_address, ensemble, workers) if given else None
         if Path(target).expanduser().is_dir():
             result = api.audit_run(Path(target).expanduser(), names, shadows, references, on, data, log=log,
-                                   threat=threat, seeds=seeds, preset=preset)
+                                   threat=threat, seeds=seeds, preset=preset, execution=execution)
             where = Path(target)
         else:
             if data is None:
@@ -188,11 +199,15 @@ def audit(
                 _check_out(out)
             where, result = api.audit_model(target, data, model, str(weights) if weights else None, membership, seed,
                                             names, shadows, references, out, log=log, threat=threat or "adaptive",
-                                            seeds=seeds, preset=preset)
+                                            seeds=seeds, preset=preset, execution=execution)
         con = _console()
         for table in audit_table(result):
             con.print(table)
         t = result["timing"]
+        ex = result.get("execution") or {}
+        if ex:
+            con.print(f"attacker models: {ex['models_trained']} trained, {ex['models_cached']} from the cache, "
+                      f"{ex['tasks']} task(s) on {ex['executor']} (ensemble {ex['ensemble']}), {ex['wall_s']:.1f}s wall")
         con.print(f"training attacker models {t['shadow_and_reference_training_s']:.1f}s, signals {t['signals_s']:.1f}s, "
                   f"attacks {t['attacks_s']:.1f}s; plots: {_esc(where)}/audit_roc.png, {_esc(where)}/audit_per_class.png")
 
@@ -228,6 +243,18 @@ def _inversion_table(result: dict):
                           f"{ps['mean']:.2f} ({ps['ci95'][0]:.2f}-{ps['ci95'][1]:.2f})",
                           f"{a['ssim']['mean']:.3f}" if "ssim" in a else "-", f"{a['judge_accuracy']['mean']:.3f}")
     return t
+def _execution(base, executor, ray_address, ensemble, workers):
+    """The recipe's ``exec`` section with the command-line options that were given."""
+    import dataclasses
+
+    from edgeprune.recipe import ExecConfig
+
+    e = dataclasses.replace(base) if base is not None else ExecConfig()
+    for name, value in (("executor", executor), ("ray_address", ray_address), ("ensemble", ensemble),
+                        ("workers", workers)):
+        if value is not None:
+            setattr(e, name, value)
+    return e
 
 
 @app.command()
@@ -603,6 +630,9 @@ def tune(
     seed: int | None = typer.Option(None, help="seed"),
     recipe: Path | None = typer.Option(None, help="YAML recipe for everything not searched"),
     out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="tune directory"),
+    executor: str | None = typer.Option(None, help="where trials run: local (--jobs > 1: process) | process | ray"),
+    ray_address: str | None = typer.Option(None, help="ray: unset starts a local Ray, 'auto' joins a running cluster, or HOST:PORT"),
+    ensemble: int | None = typer.Option(None, help="attacker models of each trial's audit trained as one batched ensemble"),
 ):
     """Search compression settings to an accuracy / leakage budget; Pareto front and the chosen point."""
 
@@ -622,6 +652,7 @@ def tune(
                                       (r.defense, "scope", defense_scope), (r.prune, "rewind", rewind)]:
             if value is not None:
                 setattr(section, field, value)
+        r.exec = _execution(r.exec, executor, ray_address, ensemble, None)
         r.validate()
         space = Space(_floats(sparsity, "sparsity"), _words(method), _words(criterion), _words(defense), _words(quant))
         budget = Budget(max_acc_drop, max_auc, max_tpr, objective)

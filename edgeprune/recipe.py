@@ -116,6 +116,16 @@ class AuditConfig:
 
 
 @dataclass
+class ExecConfig:
+    executor: str = "local"  # local | process | ray (see edgeprune.executor)
+    ray_address: str | None = None  # ray: None starts a local instance, "auto" joins a running cluster, or HOST:PORT
+    workers: int = 0  # process: pool size; ray without an address: CPUs of the local instance (0 = all cores)
+    task_cpus: int = 1  # CPUs each task declares (torch threads in process / Ray workers)
+    task_gpus: float | None = None  # GPUs each Ray task declares (None: 1 where the cluster has GPUs, else 0)
+    ensemble: int = 8  # attacker models trained together as one batched ensemble per task (1 = one by one)
+
+
+@dataclass
 class BenchConfig:
     batches: list[int] = field(default_factory=lambda: [1, 32])
     threads: int = 1  # onnxruntime intra-op threads; 0 lets onnxruntime choose
@@ -140,6 +150,7 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    exec: ExecConfig = field(default_factory=ExecConfig)  # where the work runs (not part of cache keys)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -230,6 +241,13 @@ class Recipe:
                               f"{short(self.audit.threat)} and {short(self.audit.seeds)}")
         if self.version != RECIPE_VERSION:
             raise ConfigError(f"recipe version {short(self.version)} is not supported (this edgeprune reads {RECIPE_VERSION})")
+        from edgeprune.executor import EXECUTORS
+
+        EXECUTORS.get(self.exec.executor)
+        if self.exec.workers < 0 or self.exec.task_cpus < 1 or self.exec.ensemble < 1:
+            raise ConfigError("exec: workers must be >= 0, task_cpus and ensemble >= 1")
+        if self.exec.task_gpus is not None and self.exec.task_gpus < 0:
+            raise ConfigError(f"exec task_gpus must be >= 0, got {short(self.exec.task_gpus)}")
         if names:
             self._check_names()
         return self

@@ -216,7 +216,9 @@ class Run:
         self.final = Path(path).expanduser().resolve()
         self.staging = self.final.parent / f".{self.final.name}.partial"
         self.recipe = recipe
-        self.recipe_hash = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+        # where the work runs (recipe "exec") does not make a different run: resuming on Ray is allowed
+        what = {k: v for k, v in recipe.items() if k != "exec"}
+        self.recipe_hash = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
         self.lock = RunLock(self.final).acquire()  # before looking at anything: another process may own it
         try:
             self._open(resume)

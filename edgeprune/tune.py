@@ -3,8 +3,12 @@ budget, record every trial, return the Pareto front of latency / accuracy / leak
 
 The dense model is trained once (``OUT/dense``); every trial is an ordinary compress run on those weights
 (``OUT/trials/NNN-...``), audited on its exported artifact, so a trial can be opened, re-audited or
-bundled like any run. Trials are independent processes (``jobs``). Search: the full grid, or successive
-halving (every configuration with a third of the fine-tuning epochs, then the best third with all of them).
+bundled like any run. Trials are tasks on the recipe's executor (``exec``: in-process, a process pool of
+``jobs`` workers, or Ray tasks). Search: the full grid, or successive halving (every configuration with a
+third of the fine-tuning epochs, then the best third with all of them). Not Ray Tune: its schedulers (ASHA)
+need trials that report metrics every epoch from inside the training loop and keep results in Ray Tune's
+own store; a trial here is one compress run judged once, on its final audit, and stays an edgeprune run
+directory, so plain Ray tasks run the same two-rung halving on a cluster as on a process pool.
 
 Selection and reporting use different data: budgets, ranking and the Pareto front use each trial's
 *selection* figures (accuracy and the leakage of the attacks without attacker models, members against a
@@ -144,49 +148,44 @@ def pareto(trials: list[dict]) -> list[int]:
     return front
 
 
-def _run_trial(args) -> dict:
+def _run_trial(_shared, args) -> dict:
+    """One trial (a task on the executor): an ordinary compress run; a finished run is reopened, not redone."""
+    from edgeprune.errors import UserError
+
     recipe_dict, out, threads = args
     from edgeprune import api
+    from edgeprune.executor import torch_threads
     from edgeprune.recipe import Recipe, from_dict
 
-    if threads:
-        import torch
+    try:
+        with torch_threads(threads):
+            recipe = from_dict(Recipe, recipe_dict).validate()
+            run_dir = api.compress(recipe, out, resume=Path(out).exists(), log=lambda m: None)
+            return {"dir": str(run_dir), "report": api.load_report(run_dir)}
+    except UserError as e:  # one bad combination (e.g. dpsgd on a BatchNorm model) fails its trial only
+        return {"dir": out, "error": str(e)}
 
-        torch.set_num_threads(threads)
-    recipe = from_dict(Recipe, recipe_dict).validate()
-    run_dir = api.compress(recipe, out, resume=Path(out).exists(), log=lambda m: None)
-    return {"dir": str(run_dir), "report": api.load_report(run_dir)}
 
-
-def _execute(jobs_args: list, jobs: int, bar_label: str, log) -> list[dict]:
-    from edgeprune.progress import progress
+def _execute(jobs_args: list, execution, bar_label: str) -> list[dict]:
+    from edgeprune.executor import Task, make_executor
 
     results: list[dict | None] = [None] * len(jobs_args)
-    with progress() as bar:
-        task = bar.add_task(bar_label, total=len(jobs_args))
-        if jobs <= 1:
-            for i, a in enumerate(jobs_args):
-                results[i] = _guarded(a)
-                bar.advance(task)
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-                futs = {ex.submit(_guarded, a): i for i, a in enumerate(jobs_args)}
-                for f in as_completed(futs):
-                    results[futs[f]] = f.result()
-                    bar.advance(task)
+    make_executor(execution).run(_run_trial, [Task(a) for a in jobs_args], None,
+                                 lambda i, r: results.__setitem__(i, r), bar_label)
     return results
 
 
-def _guarded(args) -> dict:
-    from edgeprune.errors import UserError
+def trial_execution(base, jobs: int):
+    """Where trials run: the recipe's executor; ``jobs`` > 1 with the in-process default means a process pool.
+    Each trial's own audit runs inside its task (exec local), so tasks never wait on tasks."""
+    import dataclasses
 
-    try:
-        return _run_trial(args)
-    except UserError as e:  # one bad combination (e.g. dpsgd on a BatchNorm model) fails its trial only
-        return {"dir": args[1], "error": str(e)}
+    ex = dataclasses.replace(base.exec)
+    if ex.executor == "local" and jobs > 1:
+        ex.executor = "process"
+    if jobs > 1:
+        ex.workers = jobs
+    return ex
 
 
 def tune(base, space: Space, budget: Budget, out: str | Path, search: str = "grid", jobs: int = 1,
@@ -221,13 +220,17 @@ def _tune_locked(base, space: Space, budget: Budget, out: Path, search: str, job
         weights = str((dense_dir / api.DENSE_WEIGHTS).resolve())
     else:
         weights = base.weights
-    threads = 1 if jobs > 1 else 0
+    execution = trial_execution(base, jobs)
+    threads = execution.task_cpus if execution.executor != "local" else 0
     trials: list[dict] = []
 
     def run_rung(pts: list[tuple[int, dict]], rung: int, epochs: int | None) -> list[dict]:
-        args = [(asdict(trial_recipe(base, p, weights, epochs)), str(out / "trials" / slug(i, p, rung)), threads)
-                for i, p in pts]
-        res = _execute(args, jobs, f"tune rung {rung} ({len(args)} trials)", log)
+        args = []
+        for i, p in pts:
+            r = trial_recipe(base, p, weights, epochs)
+            r.exec = dataclasses.replace(r.exec, executor="local")
+            args.append((asdict(r), str(out / "trials" / slug(i, p, rung)), threads))
+        res = _execute(args, execution, f"tune rung {rung} ({len(args)} trials)")
         rows = []
         for (i, p), r in zip(pts, res, strict=True):
             row = {"id": i, "rung": rung, "config": p, "finetune_epochs": epochs or base.finetune.epochs,
@@ -259,7 +262,7 @@ def _tune_locked(base, space: Space, budget: Budget, out: Path, search: str, job
     chosen = min(feasible, key=lambda t: _rank(t, budget)) if feasible else None
     result = {
         "base_recipe": base.to_dict(), "space": asdict(space), "budget": asdict(budget), "search": search,
-        "jobs": jobs, "dense_weights": weights, "trials": trials,
+        "jobs": jobs, "execution": execution.executor, "dense_weights": weights, "trials": trials,
         "pareto": [t["id"] for t in final if t["pareto"]],
         "chosen": chosen["id"] if chosen else None,
         "verdict": (f"trial {chosen['id']} meets every budget" if chosen else

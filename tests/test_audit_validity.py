@@ -215,7 +215,7 @@ def test_tune_chooses_on_the_validation_split_and_reports_the_audit(tmp_path, mo
     from edgeprune import tune as T
     from edgeprune.recipe import Recipe
 
-    def fake_execute(args, jobs, label, log):
+    def fake_execute(args, execution, label):
         out = []
         for recipe, path, _ in args:
             s = recipe["prune"]["sparsity"]

@@ -256,7 +256,7 @@ def test_successive_halving_promotes_the_best_third(tmp_path, monkeypatch):
     the objective) is rerun in full; only full-budget trials form the front and the choice."""
     from edgeprune import tune as T
 
-    def fake_execute(args, jobs, label, log):
+    def fake_execute(args, execution, label):
         out = []
         for recipe, path, _ in args:
             s, d = recipe["prune"]["sparsity"], recipe["defense"]["name"]

@@ -15,7 +15,10 @@ Design choices, stated once:
 - ``seeds`` > 1 trains more targets (same split, other training seeds) through the target's pipeline and
   reports every figure's mean, standard deviation and t-interval across them; a difference between two
   variants or threat models is significant only by a paired t-test across seeds (p < 0.05);
-- attacker models are cached under the package version and every recipe field that shapes the pipeline.
+- attacker models are cached under the package version and every recipe field that shapes the pipeline;
+- every model the audit trains (other-seed targets, shadows, references) is an ``AttackerJob``: the jobs of
+  one phase go to ``attacker_signals`` in one call, which trains the missing ones on the recipe's executor
+  (in-process, a process pool or Ray; several at once as one batched ensemble) and caches each result.
 """
 
 from __future__ import annotations
@@ -23,11 +26,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from edgeprune.attack import metric as _metric  # noqa: F401
 from edgeprune.attack import nn as _nn  # noqa: F401
 from edgeprune.attack import rmia as _rmia  # noqa: F401
 from edgeprune.attack import samia as _samia  # noqa: F401
+from edgeprune.attack.attackers import AttackerJob, attacker_signals
 from edgeprune.attack.base import (
     ATTACKS,
     AttackInputs,
@@ -59,12 +61,10 @@ from edgeprune.attack.signals import (
     Predictor,
     SignalCache,
     Signals,
-    onnx_predictor,
     sample_key,
-    torch_predictor,
 )
 from edgeprune.errors import ConfigError
-from edgeprune.progress import progress
+from edgeprune.recipe import ExecConfig
 
 THREATS = ("adaptive", "non-adaptive")
 # --preset: how many attacker models and training seeds stand behind the figures. "thorough" is the
@@ -97,6 +97,7 @@ class AuditPlan:
     threat: str = "adaptive"  # adaptive | non-adaptive | both
     seeds: int = 1  # trained targets (the run's own + seeds - 1 retrained with other seeds)
     preset: str | None = None  # quick | thorough: what set shadows / references / seeds
+    execution: object = None  # edgeprune.recipe.ExecConfig: where attacker models train (None: in-process)
 
     def threats(self) -> list[str]:
         return list(THREATS) if self.threat == "both" else [self.threat]
@@ -238,36 +239,13 @@ def shadow_samples(pool: np.ndarray, n_members: int, max_samples: int, reference
     return in_idx, ev, is_in, rest
 
 
-def _pipeline_predictors(factory: ModelFactory, ds, train_idx: np.ndarray, seed: int, workdir: Path, tag: str,
-                         reference_from: np.ndarray | None = None, reference_seed: int | None = None):
-    import torch
-
-    from edgeprune.pipeline import run_pipeline, split_reference
-
-    x = torch.from_numpy(ds.x[train_idx])
-    y = torch.from_numpy(ds.y[train_idx])
-    reference = None
-    if reference_from is not None:  # the defender's reference data as this model's pipeline sees it
-        reference = split_reference(torch.from_numpy(ds.x[reference_from]), torch.from_numpy(ds.y[reference_from]),
-                                    factory.recipe.defense.reference_samples,
-                                    (seed if reference_seed is None else reference_seed) + 5)
-    out = run_pipeline(factory.make_model, factory.in_shape, x, y, factory.recipe, seed, workdir, tag,
-                       dense_only=factory.variants == ["dense"], reference=reference)
-    preds = {}
-    for v in factory.variants:
-        if v in out.models:
-            preds[v] = torch_predictor(out.models[v], key=f"{tag}-{v}-{factory.pipeline_key}")
-        else:
-            preds[v] = onnx_predictor(out.onnx[v], key=f"{tag}-{v}-{factory.pipeline_key}", numerics="reference")
-    return preds
-
-
 @dataclass
 class _AttackerModels:
     shadows: dict[str, list[ShadowSet]]
     refs: dict[str, References]
     n_shadows: int = 0
     n_refs: int = 0
+    execution: dict = field(default_factory=dict)  # what attacker_signals ran (executor, tasks, timings)
 
 
 def run_audit(
@@ -311,23 +289,25 @@ def run_audit(
 
     variants = list(targets)
     trained = {"shadows": 0, "references": 0, "targets": 0}
+    execution: dict[str, dict] = {}  # phase -> what attacker_signals ran
+    exec_cfg = plan.execution or ExecConfig()
+    if plan.seeds > 1:  # the target's own pipeline with other training seeds (same data, same reference data)
+        sets = [(cand.idx, ck, with_sens)] + ([(pop_idx, pk, False)] if want_refs else [])
+        jobs = [AttackerJob("targets", f"target{k}", split.members, factory.recipe.seed + k * SEED_STRIDE, sets,
+                            reference_from=split.pool if ref_n else None, reference_seed=factory.recipe.seed)
+                for k in range(1, plan.seeds)]
+        got, execution["targets"] = attacker_signals(jobs, factory, ds, cache, exec_cfg, timing, trained, log,
+                                                     label="targets (other seeds)")
+        for sigs in got:
+            tsig.append({v: sigs[v][0] for v in variants})
+            tpop.append({v: sigs[v][1] for v in variants} if want_refs else {})
     attacker: dict[str, _AttackerModels] = {}
-    with tempfile.TemporaryDirectory() as tmp, progress() as bar:
-        work = Path(tmp)
-        if plan.seeds > 1:
-            task = bar.add_task("targets (other seeds)", total=plan.seeds - 1)
-            for k in range(1, plan.seeds):
-                sets = [(cand.idx, ck, with_sens)] + ([(pop_idx, pk, False)] if want_refs else [])
-                sigs = _cached_or_train(cache, factory, ds, split.members, factory.recipe.seed + k * SEED_STRIDE, work,
-                                        f"target{k}", sets, timing, trained, "targets",
-                                        reference_from=split.pool if ref_n else None, reference_seed=factory.recipe.seed)
-                tsig.append({v: sigs[v][0] for v in variants})
-                tpop.append({v: sigs[v][1] for v in variants} if want_refs else {})
-                bar.advance(task)
-        for threat in plan.threats():
-            fac = factory.for_threat(threat) if factory is not None else None
-            attacker[threat] = _attacker_models(fac, ds, split, plan, cand, ck, pop_idx, pk, want_shadows, want_refs,
-                                                with_sens, ref_n, variants, cache, work, bar, timing, trained, threat)
+    for threat in plan.threats():
+        fac = factory.for_threat(threat) if factory is not None else None
+        attacker[threat] = _attacker_models(fac, ds, split, plan, cand, ck, pop_idx, pk, want_shadows, want_refs,
+                                            with_sens, ref_n, variants, cache, exec_cfg, timing, trained, threat, log)
+        if attacker[threat].execution:
+            execution[threat] = attacker[threat].execution
 
     # --- attacks ----------------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -356,6 +336,7 @@ def run_audit(
         "roc": roc[primary],
         "timing": {k: round(v, 3) for k, v in timing.items()},
         "cache": {"hits": cache.hits, "misses": cache.misses},
+        "execution": _execution_summary(execution),
     }
     for v in vsig:  # selection figures (tune, benchmarks): members vs held-out validation samples
         out["variants"][v]["validation"] = validation_block(attacks, tsig[0][v], cand, vsig[v], plan)
@@ -366,53 +347,76 @@ def run_audit(
 
 
 def _attacker_models(factory, ds, split, plan, cand, ck, pop_idx, pk, want_shadows, want_refs, with_sens, ref_n,
-                     variants, cache, work, bar, timing, trained, threat) -> _AttackerModels:
+                     variants, cache, exec_cfg, timing, trained, threat, log) -> _AttackerModels:
+    """One threat model's shadows and references: the jobs first (which samples each model trains on, is
+    scored on and draws its reference data from), then one ``attacker_signals`` call trains the missing ones."""
     shadow_sets: dict[str, list[ShadowSet]] = {v: [] for v in variants}
     refs: dict[str, References] = {}
     suffix = "" if threat == "adaptive" else f" ({threat})"
     fac_ref_n = ref_n if ref_n and uses_reference(factory.recipe) else 0  # no factory: no attacker models
+    jobs: list[AttackerJob] = []
+    shadow_in: list[np.ndarray] = []
     # --- shadows: random halves of the pool, reference data disjoint from what they are evaluated on --------
     if want_shadows:
-        task = bar.add_task(f"shadow models{suffix}", total=plan.shadows)
         for i in range(plan.shadows):
             seed = plan.seed + 1000 + i
             in_idx, ev, is_in, rest = shadow_samples(split.pool, split.members.size, plan.max_samples, fac_ref_n, seed)
-            sigs = _cached_or_train(cache, factory, ds, in_idx, seed, work, f"shadow{i}-s{plan.seed}",
-                                    [(ev, sample_key(ev, f"shadow{i}"), with_sens)], timing, trained, "shadows",
-                                    reference_from=rest if fac_ref_n else None)
-            for v in variants:
-                shadow_sets[v].append(ShadowSet(sigs[v][0], is_in, sigs["dense"][0] if "dense" in sigs else None))
-            bar.advance(task)
-    # --- references: complementary halves of the candidates -----------------------------------------------
+            shadow_in.append(is_in)
+            jobs.append(AttackerJob("shadows", f"shadow{i}-s{plan.seed}", in_idx, seed,
+                                    [(ev, sample_key(ev, f"shadow{i}"), with_sens)],
+                                    reference_from=rest if fac_ref_n else None))
+    # --- references: complementary halves of the candidates; reference data never RMIA's population ------
+    ref_in = np.zeros((plan.references if want_refs else 0, cand.idx.size), bool)
     if want_refs:
-        task = bar.add_task(f"reference models{suffix}", total=plan.references)
-        ref_in = np.zeros((plan.references, cand.idx.size), bool)
-        per_variant = {v: ([], [], []) for v in variants}  # phi, prob, pop_prob
         ref_from = np.setdiff1d(split.pool, pop_idx) if fac_ref_n else None
         for r in range(plan.references):
             if r % 2 == 0:
                 perm = np.random.default_rng(plan.seed + 2000 + r).permutation(cand.idx.size)
                 half = np.zeros(cand.idx.size, bool)
                 half[perm[: cand.idx.size // 2]] = True
-            mask = half if r % 2 == 0 else ~half
-            ref_in[r] = mask
-            sigs = _cached_or_train(cache, factory, ds, np.sort(cand.idx[mask]), plan.seed + 2000 + r, work,
-                                    f"ref{r}-s{plan.seed}-{ck}", [(cand.idx, ck, False), (pop_idx, pk, False)], timing,
-                                    trained, "references", reference_from=ref_from)
+            ref_in[r] = half if r % 2 == 0 else ~half
+            jobs.append(AttackerJob("references", f"ref{r}-s{plan.seed}-{ck}", np.sort(cand.idx[ref_in[r]]),
+                                    plan.seed + 2000 + r, [(cand.idx, ck, False), (pop_idx, pk, False)],
+                                    reference_from=ref_from))
+    execution = {}
+    if jobs:
+        got, execution = attacker_signals(jobs, factory, ds, cache, exec_cfg, timing, trained, log,
+                                          label=f"shadow and reference models{suffix}")
+        shadow_got = [g for j, g in zip(jobs, got, strict=True) if j.kind == "shadows"]
+        for sigs, is_in in zip(shadow_got, shadow_in, strict=True):
             for v in variants:
-                on_c, on_p = sigs[v]
-                per_variant[v][0].append(on_c.phi)
-                per_variant[v][1].append(on_c.true_prob)
-                per_variant[v][2].append(on_p.true_prob)
-            bar.advance(task)
-        for v in variants:
-            phi, prob, pop = (np.stack(a) for a in per_variant[v])
-            refs[v] = References(phi, prob, ref_in, pop)
+                shadow_sets[v].append(ShadowSet(sigs[v][0], is_in, sigs["dense"][0] if "dense" in sigs else None))
+        ref_got = [g for j, g in zip(jobs, got, strict=True) if j.kind == "references"]
+        for v in variants if want_refs else []:
+            on_c, on_p = [g[v][0] for g in ref_got], [g[v][1] for g in ref_got]
+            refs[v] = References(np.stack([c.phi for c in on_c]), np.stack([c.true_prob for c in on_c]), ref_in,
+                                 np.stack([p.true_prob for p in on_p]))
     n_sh = len(shadow_sets[variants[0]])
     n_refs = int(refs[variants[0]].phi.shape[0]) if refs else 0
     if n_sh != (plan.shadows if want_shadows else 0) or n_refs != (plan.references if want_refs else 0):
         raise RuntimeError(f"attacker models used ({n_sh} shadows, {n_refs} references) differ from the plan")
-    return _AttackerModels(shadow_sets, refs, n_sh, n_refs)
+    return _AttackerModels(shadow_sets, refs, n_sh, n_refs, execution)
+
+
+def _execution_summary(calls: dict[str, dict]) -> dict:
+    """Where the audit's models trained: the totals over its attacker_signals calls (targets of other seeds,
+    one per threat model), and each call under ``phases`` when there were several."""
+    if not calls:
+        return {}
+    first = next(iter(calls.values()))
+    out = dict(first)
+    for k in ("tasks", "models_trained", "models_cached"):
+        out[k] = sum(c[k] for c in calls.values())
+    out["wall_s"] = round(sum(c["wall_s"] for c in calls.values()), 3)
+    out["ensemble_report"] = list(dict.fromkeys(n for c in calls.values() for n in c["ensemble_report"]))
+    phase_s: dict[str, float] = {}
+    for c in calls.values():
+        for k, v in c["ensemble_phase_s"].items():
+            phase_s[k] = round(phase_s.get(k, 0.0) + v, 3)
+    out["ensemble_phase_s"] = phase_s
+    if len(calls) > 1:
+        out["phases"] = calls
+    return out
 
 
 def _concat(sigs: list[Signals | None]) -> Signals | None:
@@ -535,31 +539,6 @@ def _compare_threats(by_threat: dict, seeds: int) -> dict:
                 continue
             out[v][name] = {k: paired(ra["per_seed"][k], rb["per_seed"][k]) for k in ("auc", "attack_accuracy")
                             if None not in ra["per_seed"][k] and None not in rb["per_seed"][k]}
-    return out
-
-
-def _cached_or_train(cache, factory, ds, train_idx, seed, work, tag, sample_sets, timing, trained, kind,
-                     reference_from=None, reference_seed=None):
-    """Signals of every variant of one attacker model on each sample set; trains only on a cache miss.
-    ``reference_from``: where this model's copy of the defender's reference data is drawn from."""
-    preds_key = {v: f"{tag}-{v}-{factory.pipeline_key}" for v in factory.variants}
-    out, missing = {}, False
-    for v in factory.variants:
-        got = [cache.get(preds_key[v], k, s) for idx, k, s in sample_sets]
-        if any(g is None for g in got):
-            missing = True
-            break
-        out[v] = got
-    if not missing:
-        return out
-    t0 = time.perf_counter()
-    preds = _pipeline_predictors(factory, ds, train_idx, seed, work, tag, reference_from, reference_seed)
-    timing["shadow_and_reference_training_s"] += time.perf_counter() - t0
-    trained[kind] += 1
-    t0 = time.perf_counter()
-    out = {v: [cache.signals(preds[v], ds.x[idx], ds.y[idx], k, s, seed=seed) for idx, k, s in sample_sets]
-           for v in factory.variants}
-    timing["signals_s"] += time.perf_counter() - t0
     return out
 
 

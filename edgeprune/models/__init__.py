@@ -9,7 +9,7 @@ the functions below load ``edgeprune.models.loading`` on first use.
 
 from edgeprune.models.registry import MODELS
 
-__all__ = ["MODELS", "build_model", "load_state_dict", "load_weights", "count_params", "count_macs", "check_fits"]
+__all__ = ["MODELS", "Builder", "build_model", "load_state_dict", "load_weights", "count_params", "count_macs", "check_fits"]
 
 
 def __getattr__(name: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,6 +48,19 @@ def build_model(spec: str, in_shape: tuple[int, ...], num_classes: int) -> nn.Mo
     if not isinstance(model, nn.Module):
         raise UnknownNameError(f"model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+
+@dataclass(frozen=True)
+class Builder:
+    """A picklable ``make_model()``: what a worker process or a Ray task needs to build fresh models."""
+
+    spec: str
+    in_shape: tuple
+    num_classes: int
+
+    def __call__(self) -> nn.Module:
+        return build_model(self.spec, self.in_shape, self.num_classes)
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,155 @@
+"""Wall time of a LiRA + RMIA audit as the number of reference models K grows: the attacker's models trained
+one by one, as batched ensembles, and as Ray tasks on a local 2-CPU Ray instance, all in one run on one
+target (a 50%-pruned, int8-quantized MLP on purchase-synth; every reference goes through the same pipeline).
+
+    .venv/bin/python benchmarks/audit_scale.py [--data purchase-synth:10000] [--epochs 4] [--finetune-epochs 2] \
+        [--one 8,16] [--ensemble 8,16,32,64] [--ray 8,16] [--out benchmarks/results/audit_scale_cpu.json]
+
+Each audit starts from an empty signal cache (every reference is trained). Local modes run with one torch
+thread; Ray runs 2 workers with one thread each. Ray's start-up is timed once, apart from the audits. The
+JSON holds, per mode and K: wall time of the audit, of the attacker models, seconds per model, and the AUC /
+TPR@0.1%FPR of each attack (so the modes can be seen to agree). The 1-minute load average before and after
+is recorded: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("EDGEPRUNE_NO_PROGRESS", "1")
+ATTACKS = ["lira-online", "lira-offline", "rmia"]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="purchase-synth:10000")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--one", default="8,16", help="K for one-by-one training")
+    ap.add_argument("--ensemble", default="8,16,32,64", help="K for batched ensembles")
+    ap.add_argument("--ensemble-size", type=int, default=32, help="models per ensemble batch")
+    ap.add_argument("--ray", default="8,16", help="K for Ray tasks (local instance, 2 CPUs, one model a task)")
+    ap.add_argument("--resnet-steps", type=int, default=0,
+                    help="also time N training steps of a CIFAR ResNet-18 reference (batch 128) on this CPU, dense "
+                         "and 50%%-pruned, for the extrapolation in benchmarks/README.md")
+    ap.add_argument("--out", default="benchmarks/results/audit_scale_cpu.json")
+    args = ap.parse_args()
+
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgeprune import api
+    from edgeprune.recipe import ExecConfig, Recipe
+
+    torch.set_num_threads(1)
+    recipe = Recipe(model="mlp", data=args.data)
+    recipe.train.epochs, recipe.finetune.epochs = args.epochs, args.finetune_epochs
+    recipe.prune.sparsity = 0.5
+    recipe.audit.attacks = ["loss"]
+    recipe.bench.batches, recipe.bench.duration_s, recipe.bench.warmup_s = [1], 0.2, 0.05
+    result = {"machine": api.machine(), "data": args.data, "model": "mlp", "sparsity": 0.5, "quant": "int8",
+              "train_epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "attacks": ATTACKS,
+              "load_avg_1min_before": os.getloadavg()[0], "runs": []}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp())
+    con = Console()
+    try:
+        if args.resnet_steps:
+            result["resnet18_cifar_step"] = _resnet_steps(args.resnet_steps)
+            con.print(result["resnet18_cifar_step"])
+            out.write_text(json.dumps(result, indent=2) + "\n")
+        plan = [("one by one", k, ExecConfig(ensemble=1)) for k in _ints(args.one)]
+        plan += [("ensemble", k, ExecConfig(ensemble=args.ensemble_size)) for k in _ints(args.ensemble)]
+        plan += [("ray 2 CPUs", k, ExecConfig(executor="ray", ensemble=1, workers=2)) for k in _ints(args.ray)]
+        if plan:
+            t0 = time.perf_counter()
+            run = api.compress(recipe, tmp / "run", log=lambda m: None)
+            result["compress_s"] = round(time.perf_counter() - t0, 2)
+        if any(mode.startswith("ray") for mode, _, _ in plan):
+            import ray
+
+            t0 = time.perf_counter()
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            result["ray_start_s"] = round(time.perf_counter() - t0, 2)
+        for mode, k, ex in plan:
+            shutil.rmtree(run / "audit_cache", ignore_errors=True)
+            t0 = time.perf_counter()
+            audit = api.audit_run(run, ATTACKS, 0, k, "onnx", log=lambda m: None, execution=ex)
+            wall = time.perf_counter() - t0
+            e = audit["execution"]
+            row = {"mode": mode, "references": k, "audit_wall_s": round(wall, 2),
+                   "attacker_models_wall_s": e["wall_s"], "s_per_model": round(e["wall_s"] / k, 3),
+                   "attacks_s": audit["timing"]["attacks_s"], "tasks": e["tasks"],
+                   "ensemble_report": e["ensemble_report"],
+                   "leakage": {v: {a: {"auc": r["auc"], "tpr@0.001fpr": r["tpr@0.001fpr"]}
+                                   for a, r in info["attacks"].items()}
+                               for v, info in audit["variants"].items()}}
+            result["runs"].append(row)
+            con.print(f"{mode:>11} K={k:3d}: audit {wall:7.1f}s, attacker models {e['wall_s']:7.1f}s, "
+                      f"{e['wall_s'] / k:6.2f}s a model")
+            out.write_text(json.dumps(result, indent=2) + "\n")  # partial results survive an interruption
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result["load_avg_1min_after"] = os.getloadavg()[0]
+    base = {r["references"]: r["s_per_model"] for r in result["runs"] if r["mode"] == "one by one"}
+    for r in result["runs"]:
+        b = base.get(r["references"]) or (min(base.values()) if base else None)
+        r["speedup_per_model_vs_one_by_one"] = round(b / r["s_per_model"], 2) if b else None
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+    if not result["runs"]:
+        return 0
+    t = Table(title=f"audit scale: {args.data}, MLP 50% pruned + int8, {', '.join(ATTACKS)} "
+                    f"({result['machine']['cores']} cores, load {result['load_avg_1min_before']:.1f})")
+    for c in ("mode", "K", "audit s", "models s", "s / model", "x vs one by one", "lira-online AUC", "rmia AUC"):
+        t.add_column(c, justify="left" if c == "mode" else "right")
+    for r in result["runs"]:
+        lk = r["leakage"]["pruned+int8"]
+        t.add_row(r["mode"], str(r["references"]), f"{r['audit_wall_s']:.1f}", f"{r['attacker_models_wall_s']:.1f}",
+                  f"{r['s_per_model']:.2f}", f"{r['speedup_per_model_vs_one_by_one'] or 0:.2f}",
+                  f"{lk['lira-online']['auc']:.3f}", f"{lk['rmia']['auc']:.3f}")
+    con.print(t)
+    return 0
+
+
+def _resnet_steps(n: int) -> dict:
+    """Seconds per training step (batch 128, Adam) of ResNet-18 on 32x32x3 inputs, dense and 50%-pruned."""
+    import torch
+
+    from edgeprune.models import build_model, count_macs
+    from edgeprune.recipe import PruneConfig, TrainConfig
+    from edgeprune.train import train
+
+    out = {"batch": 128, "steps": n, "threads": torch.get_num_threads()}
+    x, y = torch.randn(128 * (n + 1), 3, 32, 32), torch.randint(0, 10, (128 * (n + 1),))
+    torch.manual_seed(0)
+    dense = build_model("resnet18", (3, 32, 32), 10)
+    pruned = build_model("resnet18", (3, 32, 32), 10)
+    from edgeprune.prune import schedule
+
+    schedule.run(pruned, (3, 32, 32), x[:256], y[:256], PruneConfig(sparsity=0.5), TrainConfig(epochs=1), seed=0)
+    for name, m in (("dense", dense), ("pruned_0.5", pruned)):
+        cfg = TrainConfig(epochs=1, batch_size=128)
+        train(m, x[:128], y[:128], cfg, seed=0)  # warm-up step
+        t0 = time.perf_counter()
+        train(m, x[128:], y[128:], cfg, seed=0)
+        out[name] = {"s_per_step": round((time.perf_counter() - t0) / n, 3),
+                     "macs_per_sample": count_macs(m, (3, 32, 32))}
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
