@@ -142,7 +142,7 @@ def part_b(api, run, kl_run, args) -> dict:
     if args.dump:
         _dump(Path(args.dump), kl, _by_cell(kl, calls, threats))
     vs_undefended = {t: {v: {n: {k: paired(kl_cells[t][v][n][k]["per_seed"], und[v][n][k]["per_seed"])
-                                 for k in ("auc", "attack_accuracy", "oracle_balanced_accuracy")}
+                                 for k in ("auc", "attack_accuracy", "oracle_balanced_accuracy", "tpr@0.001fpr")}
                              for n in B_ATTACKS} for v in VARIANTS} for t in threats}
     return {"defense": "kl", "strength": "default (lambda 4.0), scope finetune: the dense model is undefended",
             "shadows": args.shadows, "seeds": args.seeds, "training_seeds": kl["seeds"]["training_seeds"],
