@@ -1,4 +1,5 @@
-"""The Python API that the CLI calls. Every stage reads the previous stage's artifacts from the run dir."""
+"""The Python API that the CLI calls. The pipeline stages live in edgeprune.stages (run by
+edgeprune.stages.runner); the operations on a finished run are below."""
 
 from __future__ import annotations
 
@@ -11,422 +12,45 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.errors import ConfigError, RunDirError
+from edgeprune.bench.machine import machine
+from edgeprune.errors import ConfigError
 from edgeprune.recipe import Recipe
-
-STAGES = ["train", "prune", "finetune", "export", "quantize", "audit", "bench", "report"]
-
-DENSE_WEIGHTS = "dense/model.safetensors"
-DENSE_ONNX = "dense/model.onnx"
-PRUNED_WEIGHTS = "pruned/model.safetensors"  # right after the pruning schedule, before fine-tuning
-TEACHER_WEIGHTS = "dense/teacher.safetensors"  # undefended dense model (defense scope train/both + dmp/distill-reg)
-REWIND_WEIGHTS = "dense/rewind.safetensors"  # the dense weights prune.rewind retrains the pruned model from
-PLAN = "plan.json"
-WEIGHTS = "model.safetensors"
-ONNX = "model.onnx"
-INT8_ONNX = "model.int8.onnx"
-MIXED_ONNX = "model.mixed.onnx"
-
-
-class Context:
-    """What every stage needs: the data, the split and how to build the architecture."""
-
-    def __init__(self, recipe: Recipe):
-        import torch
-
-        from edgeprune.data import load_dataset, make_split
-        from edgeprune.models import build_model, check_fits, load_weights
-
-        recipe.validate()  # every value and name, before any work
-        self.recipe = recipe
-        self.ds = load_dataset(recipe.data)
-        torch.manual_seed(recipe.seed)  # the initial weights are part of "same seed, same numbers"
-        model = build_model(recipe.model, self.ds.in_shape, self.ds.num_classes)
-        check_fits(model, self.ds.in_shape, self.ds.num_classes, name=f"model {recipe.model!r}")
-        if recipe.weights:
-            self.init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # rewind: init
-            load_weights(model, recipe.weights)
-        if recipe.prune.plan:  # a replayed plan must fit this model before the dense model trains
-            import copy
-
-            from edgeprune.prune.structured import apply_plan, read_plan
-
-            pruned = apply_plan(copy.deepcopy(model), read_plan(recipe.prune.plan))
-            check_fits(pruned, self.ds.in_shape, self.ds.num_classes, name=f"plan {recipe.prune.plan!r} on {recipe.model!r}")
-        self.initial = model
-        self.split = make_split(self.ds, recipe.seed, recipe.split.member_fraction, recipe.split.max_members)
-        if self.split.members.size < 10:
-            raise ConfigError(f"only {self.split.members.size} members after the split; use more data")
-        self.x = torch.from_numpy(self.ds.x)
-        self.y = torch.from_numpy(self.ds.y)
-
-    def tensors(self, part: str):
-        idx = getattr(self.split, part)
-        return self.x[idx], self.y[idx]
-
-    def arrays(self, part: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        idx = getattr(self.split, part)
-        if limit is not None and idx.size > limit:
-            idx = np.sort(np.random.default_rng(self.recipe.seed).choice(idx, limit, replace=False))
-        return self.ds.x[idx], self.ds.y[idx]
-
-    def reference(self):
-        """The defender's reference data: a seeded subset of the pool (never a member or an audited
-        non-member), for the defenses, the leakage criterion and mixed precision."""
-        from edgeprune.pipeline import split_reference
-
-        x, y = self.tensors("pool")
-        return split_reference(x, y, self.recipe.defense.reference_samples, self.recipe.seed + 5)
-
-    def fresh_model(self):
-        return self.builder()()
-
-    def builder(self):
-        from edgeprune.models import Builder
-
-        return Builder(self.recipe.model, tuple(self.ds.in_shape), self.ds.num_classes)
-
-    def model_info(self) -> dict:
-        return {"spec": self.recipe.model, "in_shape": list(self.ds.in_shape), "num_classes": self.ds.num_classes}
-
-
-def _state_bytes(model) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()})
-
-
-def _load_state(model, path: Path):
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
-
-
-def load_dense(ctx: Context, run_dir: Path):
-    return _load_state(ctx.fresh_model(), run_dir / DENSE_WEIGHTS)
-
-
-def load_teacher(ctx: Context, run_dir: Path):
-    """The undefended dense model: the teacher of dmp / distill-reg (see edgeprune.pipeline.teacher_of)."""
-    path = Path(run_dir) / TEACHER_WEIGHTS
-    return _load_state(ctx.fresh_model(), path) if path.is_file() else load_dense(ctx, run_dir)
-
-
-def load_pruned(ctx: Context, run_dir: Path):
-    from edgeprune.prune.structured import apply_plan
-
-    plan = json.loads((run_dir / PLAN).read_text())
-    return _load_state(apply_plan(ctx.fresh_model(), plan), run_dir / WEIGHTS)
-
-
-def compress(recipe: Recipe, out: str | Path, resume: bool = False, log=print, stages: list[str] | None = None) -> Path:
-    """Run every stage (or the first ones: ``stages``) into ``out`` (staged, renamed at the end)."""
-    from edgeprune.run import Run
-
-    ctx = Context(recipe)  # all user-input checks happen before anything is written
-    run = Run(out, recipe.to_dict(), resume=resume)  # locked until it completes (or this process ends)
-    try:
-        return _run_stages(ctx, run, recipe, stages, log)
-    finally:
-        run.close()
-
-
-def _run_stages(ctx: Context, run, recipe: Recipe, stages: list[str] | None, log) -> Path:
-    run.manifest["data"] = {"spec": recipe.data, "name": ctx.ds.name, "fingerprint": ctx.ds.fingerprint(),
-                            "samples": len(ctx.ds), "preprocessing": ctx.ds.preprocessing}
-    run.manifest["split"] = ctx.split.summary()
-    run.manifest["model"] = ctx.model_info()
-    run.manifest["seeds"] = {"run": recipe.seed, "split": recipe.seed, "train": recipe.seed,
-                             "finetune": recipe.seed + 1}
-    stage_fns = {
-        "train": _stage_train, "prune": _stage_prune, "finetune": _stage_finetune, "export": _stage_export,
-        "quantize": _stage_quantize, "audit": _stage_audit, "bench": _stage_bench, "report": _stage_report,
-    }
-    run.manifest["stages_requested"] = stages or STAGES
-    for name in stages or STAGES:
-        if run.done(name):
-            log(f"[dim]{name}: done before, skipped[/dim]")
-            continue
-        if run.manifest["stages"].get(name, {}).get("done"):
-            log(f"[yellow]{name}: {_escape(run.stale(name))}; rebuilding it and every later stage[/yellow]")
-        run.invalidate_from(STAGES, name)
-        t0 = time.perf_counter()
-        artifacts, results = stage_fns[name](ctx, run)
-        run.finish(name, artifacts, results, time.perf_counter() - t0)
-        log(f"{name}: done in {time.perf_counter() - t0:.1f}s")
-        if (results.get("cpu_kernels") or {}).get("warning"):
-            log(f"[yellow]{results['cpu_kernels']['warning']}[/yellow]")
-    return run.complete()
-
-
-def _escape(text: str) -> str:
-    """User-derived text inside a rich-markup log line."""
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(str(text))
-
-
-# --- stages: each returns (artifacts, results) ---------------------------------------------------
-
-def _stage_train(ctx: Context, run):
-    from edgeprune.models import count_params
-    from edgeprune.pipeline import train_dense
-    from edgeprune.train import accuracy, predict_logits
-
-    model = ctx.initial
-    xm, ym = ctx.tensors("members")
-    xn, yn = ctx.tensors("nonmembers")
-    history, artifacts, extra = [], [DENSE_WEIGHTS], {}
-    if ctx.recipe.weights is None:
-        trained = train_dense(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed, reference=ctx.reference())
-        history, rewind = trained.history, trained.rewind
-        extra["defense"] = trained.defense
-        if trained.teacher is not None:
-            run.write_bytes(TEACHER_WEIGHTS, _state_bytes(trained.teacher))
-            artifacts.append(TEACHER_WEIGHTS)
-            extra["teacher_test_accuracy"] = accuracy(predict_logits(trained.teacher, xn), yn)
-    else:
-        rewind = ctx.init_state if ctx.recipe.prune.rewind == "init" else None
-    if rewind is not None:
-        from safetensors.torch import save
-
-        run.write_bytes(REWIND_WEIGHTS, save({k: v.contiguous() for k, v in rewind.items()}))
-        artifacts.append(REWIND_WEIGHTS)
-        extra["rewind"] = ctx.recipe.prune.rewind
-    run.write_bytes(DENSE_WEIGHTS, _state_bytes(model))
-    return artifacts, {**extra,
-        "loaded_weights": ctx.recipe.weights,
-        "epochs": len(history),
-        "final_loss": history[-1] if history else None,
-        "train_accuracy": accuracy(predict_logits(model, xm), ym),
-        "test_accuracy": accuracy(predict_logits(model, xn), yn),
-        "params": count_params(model),
-    }
-
-
-def _stage_prune(ctx: Context, run):
-    from edgeprune.models import count_macs, count_params
-    from edgeprune.pipeline import plan_for
-    from edgeprune.prune.structured import apply_plan
-
-    dense = load_dense(ctx, run.dir)
-    params0, macs0 = count_params(dense), count_macs(dense, ctx.ds.in_shape)
-    xm, ym = ctx.tensors("members")
-    if ctx.recipe.prune.plan:
-        from edgeprune.prune.structured import read_plan
-
-        plan = read_plan(ctx.recipe.prune.plan)
-        pruned = apply_plan(dense, plan)
-    else:
-        pruned = dense
-        plan, _ = plan_for(pruned, ctx.ds.in_shape, ctx.recipe, xm, ym, ctx.recipe.seed + 1,
-                           reference=ctx.reference())
-    run.write_json(PLAN, plan)
-    run.write_bytes(PRUNED_WEIGHTS, _state_bytes(pruned))
-    from edgeprune.prune.masks import decode
-
-    masked = {k: decode(v) for k, v in plan.get("masks", {}).items()}
-    zero_frac = (sum(int((~m).sum()) for m in masked.values()) / max(sum(m.numel() for m in masked.values()), 1)
-                 if masked else 0.0)
-    return [PLAN, PRUNED_WEIGHTS], {
-        "method": plan["method"], "schedule": plan.get("schedule", "one-shot"),
-        "structural_ops": len(plan.get("ops", [])), "masked_weights": len(masked),
-        "masked_fraction": zero_frac,
-        "params_dense": params0,
-        "params_pruned": count_params(pruned),
-        "params_pruned_nonzero": int(sum(int((p != 0).sum()) for p in pruned.parameters())),
-        "macs_dense": macs0,
-        "macs_pruned": count_macs(pruned, ctx.ds.in_shape),
-    }
-
-
-def _stage_finetune(ctx: Context, run):
-    from edgeprune.pipeline import finetune
-    from edgeprune.prune.structured import apply_plan, plan_masks
-    from edgeprune.train import accuracy, predict_logits
-
-    plan = json.loads(run.path(PLAN).read_text())
-    if run.path(REWIND_WEIGHTS).is_file():  # retrain the pruned architecture from the rewound dense weights
-        from safetensors.torch import load_file
-
-        from edgeprune.pipeline import rewound
-
-        model = rewound(ctx.fresh_model, load_file(str(run.path(REWIND_WEIGHTS))), plan)
-    else:
-        model = _load_state(apply_plan(ctx.fresh_model(), plan), run.path(PRUNED_WEIGHTS))
-    xm, ym = ctx.tensors("members")
-    xn, yn = ctx.tensors("nonmembers")
-    before = accuracy(predict_logits(model, xn), yn)
-    history, defense = finetune(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed + 1, masks=plan_masks(plan),
-                                reference=ctx.reference(), teacher=load_teacher(ctx, run.dir))
-    run.write_bytes(WEIGHTS, _state_bytes(model))
-    return [WEIGHTS], {
-        "defense": defense, "scope": ctx.recipe.defense.scope, "rewind": ctx.recipe.prune.rewind,
-        "test_accuracy_before": before,
-        "train_accuracy": accuracy(predict_logits(model, xm), ym),
-        "test_accuracy": accuracy(predict_logits(model, xn), yn),
-        "final_loss": history[-1] if history else None,
-    }
-
-
-def _stage_export(ctx: Context, run):
-    from edgeprune.export.onnx import export_onnx, verify_onnx
-
-    cfg = ctx.recipe.export
-    xv, _ = ctx.arrays("nonmembers", cfg.verify_samples)
-    results = {}
-    for rel, model in ((DENSE_ONNX, load_dense(ctx, run.dir)), (ONNX, load_pruned(ctx, run.dir))):
-        export_onnx(model, ctx.ds.in_shape, run.tmp_path(rel), opset=cfg.opset)
-        results[rel] = verify_onnx(model, run.tmp_path(rel), xv, rtol=cfg.rtol).to_json()
-        run.commit(rel)
-    run.manifest["verification"] = results
-    return [DENSE_ONNX, ONNX], results
-
-
-def _quant_file(ctx: Context) -> str | None:
-    return {"int8": INT8_ONNX, "mixed": MIXED_ONNX}.get(ctx.recipe.quant.mode)
-
-
-def _stage_quantize(ctx: Context, run):
-    from edgeprune.export.onnx import onnx_predict
-    from edgeprune.pipeline import quantize_model
-    from edgeprune.prune.structured import plan_masks
-    from edgeprune.quant.numerics import NUMERICS, predict
-    from edgeprune.quant.targets import kernels_check
-
-    cfg = ctx.recipe.quant
-    rel = _quant_file(ctx)
-    if rel is None:
-        return [], {"mode": "none"}
-    xc, _ = ctx.arrays("members", cfg.calibration_samples)
-    xm, ym = ctx.tensors("members")
-    plan = json.loads(run.path(PLAN).read_text())
-    _, info = quantize_model(load_pruned(ctx, run.dir), ctx.ds.in_shape, xc, ctx.recipe, run.tmp_path(rel), xm, ym,
-                             ctx.reference(), load_teacher(ctx, run.dir), plan_masks(plan), ctx.recipe.seed + 1)
-    run.commit(rel)
-    xt, yt = ctx.arrays("nonmembers")
-    q = predict(run.path(rel), xt, "reference")  # the same figures on every CPU (edgeprune.quant.targets)
-    f = onnx_predict(run.path(ONNX), xt)
-    bits = info.pop("weight_bits")
-    weights = ("int8 symmetric per-channel" + (", 7-bit range [-64, 64]" if info["int8"]["reduce_range"] else "")
-               if cfg.mode == "int8" else None) or \
-        f"int8/int4 symmetric per-channel ({sum(b == 4 for b in bits.values())} of {len(bits)} layers at 4 bits)"
-    return [rel], {
-        **info, "weight_bits": bits,
-        "mode": cfg.mode, "activations": cfg.activations, "weights": weights,
-        "calibration": cfg.calibration, "calibration_samples": len(xc),
-        "numerics": NUMERICS.get("reference").description,
-        "test_accuracy": float((q.argmax(1) == yt).mean()),
-        "top1_agreement_with_fp32": float((q.argmax(1) == f.argmax(1)).mean()),
-        "cpu_kernels": kernels_check(run.path(rel), xt, yt),
-    }
-
-
-def _variants(ctx: Context) -> list[tuple[str, str]]:
-    from edgeprune.pipeline import quant_variant
-
-    out = [("dense", DENSE_ONNX), ("pruned", ONNX)]
-    if _quant_file(ctx):
-        out.append((quant_variant(ctx.recipe), _quant_file(ctx)))
-    return out
-
-
-def _onnx_targets(ctx: Context, run) -> dict:
-    """Predictors of the run's exported variants, each checked against the manifest and keyed for the signal
-    cache by the sha256 of the file actually read."""
-    from edgeprune.attack.signals import onnx_predictor
-    from edgeprune.run import verify_artifact
-
-    out = {}
-    for label, rel in _variants(ctx):
-        numerics = "reference" if rel == _quant_file(ctx) else "cpu"
-        key = f"{label}-{verify_artifact(run.dir, run.manifest, rel)[:16]}" + ("-reference" if numerics == "reference" else "")
-        out[label] = onnx_predictor(run.path(rel), key=key, numerics=numerics)
-    return out
-
-
-def _numerics(ctx: Context) -> dict:
-    """What computed each audited variant (audit.json): fp32 graphs run as they are, the quantized one with
-    reference QDQ semantics (edgeprune.quant.targets)."""
-    from edgeprune.quant.numerics import NUMERICS
-
-    return {label: NUMERICS.get("reference").description if rel == _quant_file(ctx) else "onnxruntime fp32 on this CPU"
-            for label, rel in _variants(ctx)}
-
-
-def _stage_audit(ctx: Context, run):
-    audit = _audit_targets(ctx, _onnx_targets(ctx, run), run.path("audit_cache"))
-    audit["on"] = "onnxruntime (the exported artifacts)"
-    audit["numerics"] = _numerics(ctx)
-    for label, rel in _variants(ctx):
-        audit["variants"][label]["artifact"] = rel
-    return _write_audit(run, audit), {}
-
-
-def _audit_targets(ctx: Context, targets: dict, cache_dir: Path, plan=None) -> dict:
-    from edgeprune.attack.audit import AuditPlan, ModelFactory, pipeline_key, run_audit
-    from edgeprune.attack.signals import SignalCache
-
-    cfg = ctx.recipe.audit
-    plan = plan or AuditPlan(cfg.attacks, cfg.shadows, cfg.references, cfg.max_samples, cfg.population,
-                             cfg.bootstrap, ctx.recipe.seed, cfg.threat, cfg.seeds)
-    if plan.execution is None:  # where the attacker models train: the recipe's exec section
-        plan = dataclasses.replace(plan, execution=ctx.recipe.exec)
-    factory = ModelFactory(ctx.builder(), ctx.ds.in_shape, ctx.recipe,
-                           pipeline_key(ctx.recipe, ctx.split.hash()), list(targets), pool=ctx.split.pool)
-    return run_audit(ctx.ds, ctx.split, targets, plan, factory, SignalCache(cache_dir))
-
-
-def _write_audit(run, audit: dict) -> list[str]:
-    from edgeprune.attack.plots import per_class_plot, roc_plot
-
-    roc_plot(audit, run.tmp_path("audit_roc.png"))  # plots first: a failure leaves the old audit in place
-    per_class_plot(audit, run.tmp_path("audit_per_class.png"))
-    run.write_json("audit.json", audit)
-    run.commit("audit_roc.png")
-    run.commit("audit_per_class.png")
-    return ["audit.json", "audit_roc.png", "audit_per_class.png"]
-
-
-def _run_targets(ctx: Context, run, with_torch: bool = False) -> list:
-    """The run's variants to time (their ONNX files checked against the manifest first)."""
-    from edgeprune.bench.backends import Target
-    from edgeprune.run import verify_artifact
-
-    out = []
-    for label, rel in _variants(ctx):
-        verify_artifact(run.dir, run.manifest, rel)
-        module = None
-        if with_torch and label == "dense":
-            module = load_dense(ctx, run.dir)
-        elif with_torch and label == "pruned":
-            module = load_pruned(ctx, run.dir)
-        out.append(Target(label, ctx.ds.in_shape, str(run.dir / rel), module))
-    return out
-
-
-def _stage_bench(ctx: Context, run):
-    from edgeprune.bench.backends import Settings
-    from edgeprune.bench.latency import bench_targets
-
-    cfg = ctx.recipe.bench
-    settings = Settings(cfg.threads, cfg.warmup_s, cfg.duration_s, cfg.min_runs, seed=ctx.recipe.seed)
-    entries = bench_targets(_run_targets(ctx, run), ["ort-cpu"], cfg.batches, settings, baseline="dense")
-    for e in entries:  # paths inside the run are stored relative to it
-        for v in e["variants"].values():
-            v["artifact"] = str(Path(v["artifact"]).relative_to(run.dir))
-    run.write_json("bench.json", {"machine": machine(), "entries": entries})
-    return ["bench.json"], {}
-
-
-def _stage_report(ctx: Context, run):
-    from edgeprune.report.tables import build_report, to_markdown
-
-    report = build_report(run.manifest, run.dir, run.path)
-    run.write_json("report.json", report)
-    run.write_text("report.md", to_markdown(report))
-    return ["report.json", "report.md"], {}
+from edgeprune.stages import STAGES
+from edgeprune.stages.audit import audit_targets, onnx_targets, write_audit
+from edgeprune.stages.audit import numerics as audit_numerics
+from edgeprune.stages.bench import run_targets
+from edgeprune.stages.common import (
+    DENSE_ONNX,
+    DENSE_WEIGHTS,
+    INT8_ONNX,
+    INVERSION,
+    MIXED_ONNX,
+    ONNX,
+    PLAN,
+    PRUNED_WEIGHTS,
+    REWIND_WEIGHTS,
+    SPLIT_DIR,
+    TEACHER_WEIGHTS,
+    WEIGHTS,
+    Context,
+    load_dense,
+    load_pruned,
+    load_state,
+    load_teacher,
+    open_run,
+    variants,
+)
+from edgeprune.stages.report import load_report
+from edgeprune.stages.report import stage as report_stage
+from edgeprune.stages.runner import PRUNE_STAGES, compress, prune_run
+
+__all__ = [  # the names callers import from here (the CLI, edgeprune.tune, tests, benchmarks)
+    "DENSE_ONNX", "DENSE_WEIGHTS", "INT8_ONNX", "INVERSION", "MIXED_ONNX", "ONNX", "PLAN", "PRUNED_WEIGHTS",
+    "PRUNE_STAGES", "REWIND_WEIGHTS", "SPLIT_DIR", "STAGES", "TEACHER_WEIGHTS", "WEIGHTS",
+    "Context", "VerificationFailed", "audit_model", "audit_run", "bench", "bundle_run", "bundle_split_run",
+    "compress", "export_run", "export_split_run", "inversion_audit", "load_dense", "load_pruned", "load_report",
+    "load_teacher", "machine", "prune_run",
+]
 
 
 def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: int | None = None,
@@ -450,7 +74,7 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
     if (references is not None and (references == 1 or references < 0)) or (shadows is not None and shadows < 0):
         raise ConfigError("--shadows must be >= 0 and --references 0 or at least 2 (LiRA needs IN and OUT references)")
     with RunUpdate(run_dir) as up:
-        _, ctx = _open_run(up.dir)
+        _, ctx = open_run(up.dir)
         recipe = ctx.recipe
         if data is not None and data != recipe.data:
             raise ConfigError(f"run {run_dir} was made on {recipe.data!r}, not {data!r}")
@@ -463,78 +87,25 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
         plan.execution = recipe.exec
         check_plan(plan)
         if on == "onnx":
-            variants, targets = _variants(ctx), _onnx_targets(ctx, up)
+            audited, targets = variants(ctx), onnx_targets(ctx, up)
         else:
-            variants = [("dense", DENSE_WEIGHTS), ("pruned", WEIGHTS)]
-            key = {rel: verify_artifact(up.dir, up.manifest, rel)[:16] for _, rel in variants}
+            audited = [("dense", DENSE_WEIGHTS), ("pruned", WEIGHTS)]
+            key = {rel: verify_artifact(up.dir, up.manifest, rel)[:16] for _, rel in audited}
             targets = {"dense": torch_predictor(load_dense(ctx, up.dir), f"torch-dense-{key[DENSE_WEIGHTS]}"),
                        "pruned": torch_predictor(load_pruned(ctx, up.dir), f"torch-pruned-{key[WEIGHTS]}")}
-        audit = _audit_targets(ctx, targets, up.dir / "audit_cache", plan)
+        audit = audit_targets(ctx, targets, up.dir / "audit_cache", plan)
         audit["on"] = "onnxruntime (the exported artifacts)" if on == "onnx" else "torch (fp32 modules)"
         if on == "onnx":
-            audit["numerics"] = _numerics(ctx)
-        for label, rel in variants:
+            audit["numerics"] = audit_numerics(ctx)
+        for label, rel in audited:
             audit["variants"][label]["artifact"] = rel
-        artifacts = _write_audit(up, audit)
+        artifacts = write_audit(up, audit)
         up.manifest["stages"]["audit"]["artifacts"] = artifacts
         up.manifest["stages"]["audit"]["results"] = {"attacks": audit["attacks_requested"], "on": on}
         if "bench" in up.manifest["stages"]:
-            _stage_report(ctx, up)
+            report_stage(ctx, up)
     log(f"audit written to {Path(run_dir) / 'audit.json'}")
     return audit
-
-
-def machine() -> dict:
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from edgeprune.versions import package_versions
-
-    gpu = None
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name()
-    except Exception:  # no torch / broken CUDA: no GPU to name
-        gpu = None
-    import onnxruntime as ort
-
-    from edgeprune.cpu import cpu_info
-
-    info = cpu_info()
-    return {"cpu": info["model"] or cpu, "cores": os.cpu_count(), "gpu": gpu, "system": platform.system(),
-            "arch": info["arch"], "cpu_features": info["features"], "int8_kernels": info["int8_kernels"],
-            "onnxruntime_providers": ort.get_available_providers(), "versions": package_versions()}
-
-
-def load_report(run_dir: str | Path) -> dict:
-    p = Path(run_dir) / "report.json"
-    if not p.is_file():
-        raise RunDirError(f"{run_dir} has no report.json")
-    return json.loads(p.read_text())
-
-
-def _open_run(run_dir: str | Path):
-    from edgeprune.recipe import from_dict
-    from edgeprune.run import read_manifest, verify_artifact
-
-    manifest = read_manifest(run_dir)
-    if not manifest.get("complete"):
-        raise RunDirError(f"{run_dir} is not a finished run")
-    for rel in (PLAN, WEIGHTS, DENSE_WEIGHTS):  # what rebuilding the models reads
-        verify_artifact(run_dir, manifest, rel)
-    ctx = Context(from_dict(Recipe, manifest["recipe"]))
-    if ctx.split.hash() != manifest["split"]["hash"]:
-        raise RunDirError(f"the data behind {run_dir} changed (split hash differs)")
-    return manifest, ctx
 
 
 def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_batch: bool = False, batch: int = 1,
@@ -564,7 +135,7 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", opset: int = 20, dynamic_
     from edgeprune.quant.targets import TARGETS, kernels_check
 
     with RunUpdate(run_dir) as up:  # locked; the new files are swapped into export/ at the end
-        _, ctx = _open_run(up.dir)
+        _, ctx = open_run(up.dir)
         # TensorRT keeps the full 8-bit range; onnxruntime CPU artifacts follow the recipe / this CPU's kernels
         target = TARGETS.get("tensorrt" if fmt == "tensorrt" else "ort-cpu")
         int8_cfg = target.settings(activations, None if fmt == "tensorrt" else ctx.recipe.quant.reduce_range)
@@ -672,7 +243,7 @@ def bundle_run(run_dir: str | Path, out: str | Path, precisions: list[str] | Non
     check_output_dir(Path(out).expanduser().resolve(), "bundle")  # before any work (checked again at the end)
     read_manifest(run_dir)
     with RunLock(run_dir):  # nothing rewrites the run while its model is read
-        manifest, ctx = _open_run(run_dir)
+        manifest, ctx = open_run(run_dir)
         model = load_pruned(ctx, Path(run_dir))
     xc, _ = ctx.arrays("members", ctx.recipe.quant.calibration_samples)
     xs, _ = ctx.arrays("nonmembers", 16)
@@ -719,8 +290,8 @@ def _bench_locked(stack, target: Path, backends, batches, settings, host, durati
     update = None
     if target.is_dir():
         update = stack.enter_context(RunUpdate(target))
-        manifest, ctx = _open_run(update.dir)
-        targets = _run_targets(ctx, update, with_torch=any(b.startswith("torch") for b in backends))
+        manifest, ctx = open_run(update.dir)
+        targets = run_targets(ctx, update, with_torch=any(b.startswith("torch") for b in backends))
         out, baseline = target / "bench.json", "dense"
         if "bench.json" in manifest["artifacts"]:  # its entries are kept: they must be intact
             verify_artifact(update.dir, manifest, "bench.json")
@@ -890,29 +461,6 @@ def _remote_entry(run_dir: Path, ctx: Context, host, batches: list[int], duratio
     return entry
 
 
-PRUNE_STAGES = ["train", "prune", "finetune", "export"]
-
-
-def prune_run(recipe: Recipe, out: str | Path, resume: bool = False, log=print) -> dict:
-    """`edgeprune prune`: train (or load) -> prune with the recipe's method and schedule (or replay a plan)
-    -> fine-tune with the masks kept -> verified ONNX. Returns the summary."""
-    run_dir = compress(recipe, out, resume=resume, log=log, stages=PRUNE_STAGES)
-    from edgeprune.run import read_manifest
-
-    man = read_manifest(run_dir)
-    st = man["stages"]
-    return {"run_dir": str(run_dir), **st["prune"]["results"],
-            "dense_test_accuracy": st["train"]["results"]["test_accuracy"],
-            "test_accuracy": st["finetune"]["results"]["test_accuracy"],
-            "test_accuracy_before_finetune": st["finetune"]["results"]["test_accuracy_before"],
-            "onnx_verified": all(v["passed"] for v in man.get("verification", {}).values())}
-
-
-# --- model inversion at split points (edgeprune.attack.inversion) -----------------------------------
-
-INVERSION = "inversion.json"
-
-
 def _noisy_source(src, sigma: float, seed: int):
     from edgeprune.attack.inversion import FeatureSource
 
@@ -949,7 +497,7 @@ def _inversion_sources(ctx: Context, run_dir: Path, models: dict, quantized: boo
     out = {label: {name: torch_source(model, p) for name, p in points.items()}
            for label, (model, points) in models.items()}
     probe, _ = ctx.arrays("nonmembers", 64)
-    for label, rel in _variants(ctx)[2:] if quantized else []:  # the quantized artifact, at the split tensor
+    for label, rel in variants(ctx)[2:] if quantized else []:  # the quantized artifact, at the split tensor
         out[label] = {}
         for name, ref in out["pruned"].items():
             tensor = locate_feature_tensor(run_dir / rel, probe, ref.features(probe))
@@ -994,7 +542,7 @@ def _split_noise_variant(ctx: Context, run_dir: Path, pruned, point, sigma_rel: 
     h = _noise_hook(plain, point, sigma)
     acc_noise_only = accuracy(predict_logits(plain, xn), yn)
     h.remove()
-    model = _load_state(apply_plan(ctx.fresh_model(), plan), run_dir / WEIGHTS)
+    model = load_state(apply_plan(ctx.fresh_model(), plan), run_dir / WEIGHTS)
     hook = _noise_hook(model, point, sigma)
     cfg = dataclasses.replace(ctx.recipe.finetune)
     train(model, xm, ym, cfg, seed=seed, description=f"fine-tune with split noise at {point.name}",
@@ -1030,7 +578,7 @@ def inversion_audit(run_dir: str | Path, attacks: list[str] | None = None, layer
         raise ConfigError(f"{bad[0]!r} is not an inversion attack; choose from {', '.join(names_of_kind('inversion'))}")
     if split_noise < 0:
         raise ConfigError(f"--split-noise must be >= 0, got {split_noise}")
-    manifest, ctx = _open_run(run_dir)
+    manifest, ctx = open_run(run_dir)
     run_dir = Path(run_dir)
     plan = dataclasses.replace(plan, attacks=attacks, layers=list(layers or []), seed=ctx.recipe.seed)
     dense, pruned = load_dense(ctx, run_dir), load_pruned(ctx, run_dir)
@@ -1082,11 +630,6 @@ def inversion_audit(run_dir: str | Path, attacks: list[str] | None = None, layer
     return result
 
 
-# --- split deployment (edgeprune.export.split) -----------------------------------------------------
-
-SPLIT_DIR = "split"
-
-
 def _split_point(ctx: Context, model, name: str):
     from edgeprune.models.splits import resolve
 
@@ -1134,7 +677,7 @@ def export_split_run(run_dir: str | Path, split: str, opset: int = 20, noise: fl
     if noise < 0:
         raise ConfigError(f"--split-noise must be >= 0, got {noise}")
     with RunUpdate(run_dir) as up:  # locked, never moved: the split files are swapped in at the end
-        _, ctx = _open_run(up.dir)
+        _, ctx = open_run(up.dir)
         run_dir = up.dir
         model = load_pruned(ctx, run_dir)
         point = _split_point(ctx, model, split)
@@ -1168,7 +711,7 @@ def bundle_split_run(run_dir: str | Path, out: str | Path, split: str, precision
     from edgeprune.models.splits import cut
 
     precisions = _bundle_precisions(precisions)
-    manifest, ctx = _open_run(run_dir)
+    manifest, ctx = open_run(run_dir)
     model = load_pruned(ctx, Path(run_dir))
     point = _split_point(ctx, model, split)
     head, tail = cut(model, point)
