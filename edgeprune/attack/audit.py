@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeprune.attack import diff as _diff  # noqa: F401  (registers)
-from edgeprune.attack import inversion as _inversion  # noqa: F401  (kind "inversion": run by api.inversion_audit)
+from edgeprune.attack import inversion as _inversion  # noqa: F401  (kind "inversion": run by edgeprune.ops.inversion)
 from edgeprune.attack import lira as _lira  # noqa: F401
 from edgeprune.attack import metric as _metric  # noqa: F401
 from edgeprune.attack import nn as _nn  # noqa: F401
@@ -170,7 +170,7 @@ def uses_reference(recipe) -> bool:
 
 
 def defender_reference(split, recipe) -> np.ndarray:
-    """Dataset indices of the target's reference data (``api.Context.reference`` picks the same ones)."""
+    """Dataset indices of the target's reference data (``edgeprune.stages.common.Context.reference`` picks the same ones)."""
     from edgeprune.pipeline import reference_positions
 
     return split.pool[reference_positions(split.pool.size, recipe.defense.reference_samples, recipe.seed + 5)]

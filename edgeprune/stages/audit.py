@@ -14,7 +14,7 @@ from edgeprune.stages.common import Context, quant_file, variants
 def stage(ctx: Context, run) -> StageResult:
     audit = audit_targets(ctx, onnx_targets(ctx, run), run.path("audit_cache"))
     audit["on"] = "onnxruntime (the exported artifacts)"
-    audit["numerics"] = numerics(ctx)
+    audit["numerics"] = audit_numerics(ctx)
     for label, rel in variants(ctx):
         audit["variants"][label]["artifact"] = rel
     return StageResult(write_audit(run, audit), {})
@@ -34,7 +34,7 @@ def onnx_targets(ctx: Context, run) -> dict:
     return out
 
 
-def numerics(ctx: Context) -> dict:
+def audit_numerics(ctx: Context) -> dict:
     """What computed each audited variant (audit.json): fp32 graphs run as they are, the quantized one with
     reference QDQ semantics (edgeprune.quant.targets)."""
     from edgeprune.quant.numerics import NUMERICS
