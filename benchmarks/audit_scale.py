@@ -38,7 +38,11 @@ def main() -> int:
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--one", default="8,16", help="K for one-by-one training")
     ap.add_argument("--ensemble", default="8,16,32,64", help="K for batched ensembles")
+    ap.add_argument("--ensemble-unbatched", default="",
+                    help="K for ensemble tasks whose training steps run one by one (batch_training one-by-one, the "
+                         "CPU default of 'auto'): shared ONNX export, no vmap")
     ap.add_argument("--ensemble-size", type=int, default=32, help="models per ensemble batch")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the local modes")
     ap.add_argument("--ray", default="8,16", help="K for Ray tasks (local instance, 2 CPUs, one model a task)")
     ap.add_argument("--resnet-steps", type=int, default=0,
                     help="also time N training steps of a CIFAR ResNet-18 reference (batch 128) on this CPU, dense "
@@ -53,13 +57,14 @@ def main() -> int:
     from edgeprune import api
     from edgeprune.recipe import ExecConfig, Recipe
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     recipe = Recipe(model="mlp", data=args.data)
     recipe.train.epochs, recipe.finetune.epochs = args.epochs, args.finetune_epochs
     recipe.prune.sparsity = 0.5
     recipe.audit.attacks = ["loss"]
     recipe.bench.batches, recipe.bench.duration_s, recipe.bench.warmup_s = [1], 0.2, 0.05
     result = {"machine": api.machine(), "data": args.data, "model": "mlp", "sparsity": 0.5, "quant": "int8",
+              "threads": args.threads,
               "train_epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "attacks": ATTACKS,
               "load_avg_1min_before": os.getloadavg()[0], "runs": []}
     out = Path(args.out)
@@ -72,7 +77,10 @@ def main() -> int:
             con.print(result["resnet18_cifar_step"])
             out.write_text(json.dumps(result, indent=2) + "\n")
         plan = [("one by one", k, ExecConfig(ensemble=1)) for k in _ints(args.one)]
-        plan += [("ensemble", k, ExecConfig(ensemble=args.ensemble_size)) for k in _ints(args.ensemble)]
+        plan += [("ensemble", k, ExecConfig(ensemble=args.ensemble_size, batch_training="batched"))
+                 for k in _ints(args.ensemble)]
+        plan += [("ensemble, training one by one", k, ExecConfig(ensemble=args.ensemble_size, batch_training="one-by-one"))
+                 for k in _ints(args.ensemble_unbatched)]
         plan += [("ray 2 CPUs", k, ExecConfig(executor="ray", ensemble=1, workers=2)) for k in _ints(args.ray)]
         if plan:
             t0 = time.perf_counter()
@@ -98,6 +106,7 @@ def main() -> int:
                                    for a, r in info["attacks"].items()}
                                for v, info in audit["variants"].items()}}
             result["runs"].append(row)
+            row["ensemble_phase_s"] = e.get("ensemble_phase_s", {})
             con.print(f"{mode:>11} K={k:3d}: audit {wall:7.1f}s, attacker models {e['wall_s']:7.1f}s, "
                       f"{e['wall_s'] / k:6.2f}s a model")
             out.write_text(json.dumps(result, indent=2) + "\n")  # partial results survive an interruption

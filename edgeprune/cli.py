@@ -161,6 +161,8 @@ def audit(
     ray_address: str | None = typer.Option(None, help="ray: unset starts a local Ray, 'auto' joins a running cluster, or HOST:PORT"),
     ensemble: int | None = typer.Option(None, help="attacker models trained together as one batched ensemble (1: one by one)"),
     workers: int | None = typer.Option(None, help="process pool size / CPUs of a local Ray (0: all cores)"),
+    batch_training: str | None = typer.Option(None, "--batch-training", help="an ensemble's training steps: auto "
+                                              "(batched on a GPU, one by one on a CPU) | batched | one-by-one"),
 ):
     """Membership-inference audit (table sorted by TPR@0.1%FPR, log-log ROC and per-class plots), and model
     inversion from split-point features (--attacks inversion,inversion-wb)."""
@@ -186,8 +188,8 @@ def audit(
                 return
         elif layer or split_noise:
             _fail("--layer and --split-noise go with inversion attacks (--attacks inversion or inversion-wb)")
-        given = any(v is not None for v in (executor, ray_address, ensemble, workers))
-        execution = _execution(None, executor, ray_address, ensemble, workers) if given else None
+        given = any(v is not None for v in (executor, ray_address, ensemble, workers, batch_training))
+        execution = _execution(None, executor, ray_address, ensemble, workers, batch_training) if given else None
         if Path(target).expanduser().is_dir():
             result = api.audit_run(Path(target).expanduser(), names, shadows, references, on, data, log=log,
                                    threat=threat, seeds=seeds, preset=preset, execution=execution)
@@ -243,15 +245,18 @@ def _inversion_table(result: dict):
                           f"{ps['mean']:.2f} ({ps['ci95'][0]:.2f}-{ps['ci95'][1]:.2f})",
                           f"{a['ssim']['mean']:.3f}" if "ssim" in a else "-", f"{a['judge_accuracy']['mean']:.3f}")
     return t
-def _execution(base, executor, ray_address, ensemble, workers):
+def _execution(base, executor, ray_address, ensemble, workers, batch_training=None):
     """The recipe's ``exec`` section with the command-line options that were given."""
     import dataclasses
 
-    from edgeprune.recipe import ExecConfig
+    from edgeprune.errors import ConfigError
+    from edgeprune.recipe import BATCH_TRAINING, ExecConfig
 
+    if batch_training is not None and batch_training not in BATCH_TRAINING:
+        raise ConfigError(f"--batch-training must be one of {', '.join(BATCH_TRAINING)}, got {batch_training!r}")
     e = dataclasses.replace(base) if base is not None else ExecConfig()
     for name, value in (("executor", executor), ("ray_address", ray_address), ("ensemble", ensemble),
-                        ("workers", workers)):
+                        ("workers", workers), ("batch_training", batch_training)):
         if value is not None:
             setattr(e, name, value)
     return e

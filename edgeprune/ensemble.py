@@ -199,10 +199,27 @@ class EnsembleReport:
         return [f"{phase}: {'; '.join(v)}" for phase, v in self.phases.items()]
 
 
-def _batch_or_one_by_one(phase: str, models, data, cfg, seeds, masks, report: EnsembleReport, device) -> None:
-    """Train ``models`` batched by shape; a group that cannot be vmapped trains one by one (said in the report)."""
+def batched_on(device: str | torch.device, batch_training: str) -> bool:
+    """Whether an ensemble's training steps run batched: ``batch_training`` "batched" / "one-by-one", or "auto":
+    batched on a GPU only. On a CPU the MLP's matmuls are already compute-bound one by one (a training step of 8
+    stacked members took as long as 8 separate steps, the vmap version 1.1-1.6x longer; benchmarks/README.md,
+    audit_scale.py), so batching saves nothing there; the task still shares the ONNX export per shape."""
+    if batch_training == "auto":
+        return torch.device(device).type == "cuda"
+    return batch_training == "batched"
+
+
+def _batch_or_one_by_one(phase: str, models, data, cfg, seeds, masks, report: EnsembleReport, device,
+                         batched: bool = True) -> None:
+    """Train ``models`` batched by shape; a group that cannot be vmapped, or every group when ``batched`` is
+    off, trains one by one (said in the report)."""
     from edgeprune.train import train
 
+    if not batched:
+        report.add(phase, f"{len(models)} models one by one (batched training off on {torch.device(device).type})")
+        for k, m in enumerate(models):
+            train(m, *data[k], cfg, seed=seeds[k], masks=masks[k] if masks else None, description=phase)
+        return
     by_shape: dict[tuple, list[int]] = defaultdict(list)
     for k, m in enumerate(models):
         by_shape[shape_signature(m)].append(k)
@@ -225,13 +242,14 @@ def _batch_or_one_by_one(phase: str, models, data, cfg, seeds, masks, report: En
 
 
 def run_pipelines(make_model, in_shape, members: list[Member], recipe: Recipe, workdir: Path,
-                  dense_only: bool = False, device: str | None = None):
-    """``edgeprune.pipeline.run_pipeline`` for every member, batched where the models allow.
-    Returns (list of PipelineModels in member order, EnsembleReport)."""
+                  dense_only: bool = False, device: str | None = None, batch_training: str = "batched"):
+    """``edgeprune.pipeline.run_pipeline`` for every member, batched where the models allow (training steps only
+    where ``batched_on(device, batch_training)``). Returns (list of PipelineModels in member order, EnsembleReport)."""
     from edgeprune.pipeline import PipelineModels, finetune, plan_for, quant_variant
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = EnsembleReport()
+    batched = batched_on(device, batch_training)
     dense = []
     for m in members:
         torch.manual_seed(m.seed)  # the initial weights, as run_pipeline draws them
@@ -239,7 +257,7 @@ def run_pipelines(make_model, in_shape, members: list[Member], recipe: Recipe, w
     data = [(m.x, m.y) for m in members]
     with report.timed("dense training"):
         _batch_or_one_by_one("dense training", dense, data, recipe.train, [m.seed for m in members], None, report,
-                             device)
+                             device, batched)
     if dense_only:
         return [PipelineModels(models={"dense": d.eval()}) for d in dense], report
     pruned, masks = [], []
@@ -256,7 +274,7 @@ def run_pipelines(make_model, in_shape, members: list[Member], recipe: Recipe, w
     with report.timed("fine-tuning"):
         if recipe.defense.name == "none":
             _batch_or_one_by_one("fine-tuning", pruned, data, recipe.finetune, [m.seed + 1 for m in members], masks,
-                                 report, device)
+                                 report, device, batched)
         else:  # defenses hook the loss, the sampler or the optimizer of the one training loop
             report.add("fine-tuning", f"{len(members)} models one by one (defense {recipe.defense.name!r} is not batched)")
             for m, p, d, mk in zip(members, pruned, dense, masks, strict=True):

@@ -115,6 +115,9 @@ class AuditConfig:
     seeds: int = 1  # trained targets whose figures are averaged (the run's own + seeds - 1 retrained)
 
 
+BATCH_TRAINING = ("auto", "batched", "one-by-one")
+
+
 @dataclass
 class ExecConfig:
     executor: str = "local"  # local | process | ray (see edgeprune.executor)
@@ -123,6 +126,10 @@ class ExecConfig:
     task_cpus: int = 1  # CPUs each task declares (torch threads in process / Ray workers)
     task_gpus: float | None = None  # GPUs each Ray task declares (None: 1 where the cluster has GPUs, else 0)
     ensemble: int = 8  # attacker models trained together as one batched ensemble per task (1 = one by one)
+    # how an ensemble's training steps run: "batched" (vmap over the stacked members), "one-by-one" (each member
+    # its own loop; the task still shares the ONNX export), "auto": batched on a GPU, one by one on a CPU, where
+    # benchmarks/audit_scale.py measured batched MLP training slower than one by one (compute-bound matmuls)
+    batch_training: str = "auto"
 
 
 @dataclass
@@ -246,6 +253,9 @@ class Recipe:
         EXECUTORS.get(self.exec.executor)
         if self.exec.workers < 0 or self.exec.task_cpus < 1 or self.exec.ensemble < 1:
             raise ConfigError("exec: workers must be >= 0, task_cpus and ensemble >= 1")
+        if self.exec.batch_training not in BATCH_TRAINING:
+            raise ConfigError(f"exec batch_training must be one of {', '.join(BATCH_TRAINING)}, "
+                              f"got {short(self.exec.batch_training)}")
         if self.exec.task_gpus is not None and self.exec.task_gpus < 0:
             raise ConfigError(f"exec task_gpus must be >= 0, got {short(self.exec.task_gpus)}")
         if names:

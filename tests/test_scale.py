@@ -94,6 +94,37 @@ def test_unknown_executor_is_one_line_error(tmp_path):
     assert "unknown executor 'slurm'" in res.output and "Traceback" not in res.output
 
 
+def test_batch_training_auto_is_one_by_one_on_cpu(tmp_path):
+    """On a CPU, "auto" trains an ensemble's members one by one (batched steps measured slower there), says so
+    in the report, and gives the same weights as "batched" up to float rounding; a bad value is refused."""
+    from typer.testing import CliRunner
+
+    from edgeprune.cli import app
+    from edgeprune.ensemble import Member, batched_on, run_pipelines
+    from edgeprune.models import build_model
+    from edgeprune.recipe import Recipe
+
+    assert not batched_on("cpu", "auto") and batched_on("cuda", "auto") and batched_on("cpu", "batched")
+    assert not batched_on("cuda", "one-by-one")
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 12, generator=gen), torch.randint(0, 3, (96,), generator=gen)
+    r = Recipe(model="mlp", data="digits")
+    r.train.epochs, r.prune.sparsity, r.quant.mode = 2, 0.0, "none"
+    members = [Member(x[i::3], y[i::3], 7 + i, f"m{i}") for i in range(3)]
+    out = {}
+    for mode in ("auto", "batched"):
+        models, report = run_pipelines(lambda: build_model("mlp", (12,), 3), (12,), members, r, tmp_path,
+                                       dense_only=True, device="cpu", batch_training=mode)
+        out[mode] = (models, report.lines())
+    assert out["auto"][1] == ["dense training: 3 models one by one (batched training off on cpu)"]
+    assert out["batched"][1] == ["dense training: 3 models batched"]
+    for a, b in zip(out["auto"][0], out["batched"][0], strict=True):
+        for (k, va), vb in zip(a.models["dense"].state_dict().items(), b.models["dense"].state_dict().values(), strict=True):
+            assert torch.allclose(va, vb, atol=1e-5), k
+    res = CliRunner().invoke(app, ["audit", str(tmp_path), "--attacks", "loss", "--batch-training", "sometimes"])
+    assert res.exit_code == 2 and "--batch-training must be one of" in res.output
+
+
 # --- audits of a model file (dense attacker models): small enough for a few seconds per model -------
 
 @pytest.fixture(scope="module")
@@ -158,7 +189,7 @@ def test_batched_references_reach_the_same_accuracy_and_auc(target, local_audit)
     agree within the bootstrap 95% intervals (they are equal up to float rounding)."""
     from edgeprune.models import build_model
 
-    batched = _audit(target, "batched", ExecConfig(executor="local", ensemble=8))
+    batched = _audit(target, "batched", ExecConfig(executor="local", ensemble=8, batch_training="batched"))
     assert batched["execution"]["tasks"] == 1 and batched["references"]["trained_now"] == 8
     assert "dense training: 8 models batched" in batched["execution"]["ensemble_report"]
     for name, r in local_audit["variants"]["dense"]["attacks"].items():

@@ -57,7 +57,7 @@ def attacker_signals(jobs: list[AttackerJob], factory, ds, cache: SignalCache, e
     batches = [missing[i : i + size] for i in range(0, len(missing), size)]
     executor = make_executor(exec_cfg)
     threads = exec_cfg.task_cpus if exec_cfg.executor != "local" else 0
-    tasks = [Task((factory, [jobs[i] for i in b], threads), units=len(b)) for b in batches]
+    tasks = [Task((factory, [jobs[i] for i in b], threads, exec_cfg.batch_training), units=len(b)) for b in batches]
     notes: list[str] = []
     phase_s: dict[str, float] = {}
 
@@ -100,7 +100,7 @@ def train_and_score(shared, payload) -> dict:
     from edgeprune.pipeline import run_pipeline, split_reference
 
     x_all, y_all = shared
-    factory, jobs, threads = payload
+    factory, jobs, threads, batch_training = payload
     with torch_threads(threads), tempfile.TemporaryDirectory() as tmp:
         members = []
         for j in jobs:
@@ -116,7 +116,7 @@ def train_and_score(shared, payload) -> dict:
         t0 = time.perf_counter()
         if len(members) > 1:
             outs, report = run_pipelines(factory.make_model, factory.in_shape, members, factory.recipe, Path(tmp),
-                                         dense_only=dense_only)
+                                         dense_only=dense_only, batch_training=batch_training)
             notes, phases = report.lines(), report.seconds
         else:
             m = members[0]
