@@ -43,6 +43,7 @@ def main() -> int:
                          "CPU default of 'auto'): shared ONNX export, no vmap")
     ap.add_argument("--ensemble-size", type=int, default=32, help="models per ensemble batch")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the local modes")
+    ap.add_argument("--reverse", action="store_true", help="run the modes in the opposite order")
     ap.add_argument("--ray", default="8,16", help="K for Ray tasks (local instance, 2 CPUs, one model a task)")
     ap.add_argument("--resnet-steps", type=int, default=0,
                     help="also time N training steps of a CIFAR ResNet-18 reference (batch 128) on this CPU, dense "
@@ -64,7 +65,7 @@ def main() -> int:
     recipe.audit.attacks = ["loss"]
     recipe.bench.batches, recipe.bench.duration_s, recipe.bench.warmup_s = [1], 0.2, 0.05
     result = {"machine": api.machine(), "data": args.data, "model": "mlp", "sparsity": 0.5, "quant": "int8",
-              "threads": args.threads,
+              "threads": args.threads, "order": "reversed" if args.reverse else "as listed",
               "train_epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "attacks": ATTACKS,
               "load_avg_1min_before": os.getloadavg()[0], "runs": []}
     out = Path(args.out)
@@ -82,6 +83,8 @@ def main() -> int:
         plan += [("ensemble, training one by one", k, ExecConfig(ensemble=args.ensemble_size, batch_training="one-by-one"))
                  for k in _ints(args.ensemble_unbatched)]
         plan += [("ray 2 CPUs", k, ExecConfig(executor="ray", ensemble=1, workers=2)) for k in _ints(args.ray)]
+        if args.reverse:  # the machine is shared: a second pass in the opposite order shows the drift
+            plan.reverse()
         if plan:
             t0 = time.perf_counter()
             run = api.compress(recipe, tmp / "run", log=lambda m: None)
