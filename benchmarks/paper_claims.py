@@ -221,10 +221,10 @@ def verdict(d: dict, claimed_sign: int, min_seeds: int = 3) -> str:
         side = "no difference" if d["mean"] == 0 else (
             "mean on the claimed side" if claimed_sign * d["mean"] > 0 else "mean on the opposite side")
         return f"no claim ({d['n']} seed{'s' if d['n'] != 1 else ''}; {side})"
-    lo, hi = d["mean"] - d["ci95"], d["mean"] + d["ci95"]
-    if claimed_sign * lo > 0:
+    ends = (claimed_sign * (d["mean"] - d["ci95"]), claimed_sign * (d["mean"] + d["ci95"]))
+    if min(ends) > 0:  # the whole interval on the claimed side of zero
         return "confirmed"
-    if claimed_sign * hi < 0:
+    if max(ends) < 0:
         return "refuted"
     return "no measurable difference"
 
