@@ -70,3 +70,5 @@ def test_evaluate_and_merge_over_per_seed_files():
     assert "| Famili & Lao '23" in pc.markdown_table({**doc, "claims": list(claims.values())})
     with pytest.raises(SystemExit, match="seed given twice"):
         pc.merge([part(0), part(0)])
+    only_plain = pc.evaluate({"plain": doc["runs"]["plain"]})  # --runs plain: the claims it supports
+    assert {c["paper"] for c in only_plain} == {"Yuan & Zhang '22", "Famili & Lao '23"} and len(only_plain) == 4
