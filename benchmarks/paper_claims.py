@@ -247,19 +247,37 @@ def txt(d: dict, what: str, scale: float = 100.0, unit: str = " pts") -> str:
     if "mean" not in d:
         return f"{what}: {d['missing']}"
     rel = f", {100 * d['relative']:+.1f}% relative" if d.get("relative") is not None else ""
-    per = ", ".join(f"{scale * x:+.1f}" for x in d["per_seed_difference"])
-    return (f"{what} {d['a_mean']:.3f} vs {d['b_mean']:.3f}: {scale * d['mean']:+.1f} ± {scale * d['ci95']:.1f}"
-            f"{unit} (95% CI, {d['n']} seeds; per seed {per}{rel})")
+    per = ", ".join(f"{scale * x:+.2f}" for x in d["per_seed_difference"])
+    return (f"{what} {d['a_mean']:.4f} vs {d['b_mean']:.4f}: {scale * d['mean']:+.2f} ± {scale * d['ci95']:.2f}"
+            f"{unit} (95% CI, {d['n']} seeds; per seed {per}){rel}")
+
+
+def size_against_paper(d: dict, paper: float) -> dict:
+    """Our effect against the paper's figure, read both ways the papers leave open: as points of attack
+    accuracy and as a relative change."""
+    lo, hi = d["mean"] - d["ci95"], d["mean"] + d["ci95"]
+    as_points, as_relative = d["mean"] / paper, (d["relative"] or 0.0) / paper
+    if lo <= paper <= hi:
+        reading = "the paper's figure (read as points) is inside our interval"
+    elif max(as_points, as_relative) < 0.5:
+        reading = f"under half the paper's figure (ours {100 * d['mean']:+.2f} pts, {100 * (d['relative'] or 0):+.1f}% " \
+                  f"relative; paper {100 * paper:+.1f}%)"
+    else:
+        reading = f"ours {100 * d['mean']:+.2f} pts ({100 * (d['relative'] or 0):+.1f}% relative) vs paper {100 * paper:+.1f}%"
+    return {"paper": paper, "ours_points": d["mean"], "ours_ci95": [lo, hi], "ours_relative": d["relative"],
+            "fraction_of_paper_as_points": as_points, "fraction_of_paper_as_relative": as_relative, "reading": reading}
 
 
 def evaluate(runs: dict) -> list[dict]:
     out = []
     p = runs.get("plain", [])
 
-    def claim(paper, text, paper_figure, sign, primary, extra, threat_note=None, **more):
+    def claim(paper, text, paper_figure, sign, primary, extra, threat_note=None, paper_size=None, **more):
         v = verdict(primary, sign)
         row = {"paper": paper, "claim": text, "paper_figure": paper_figure, "verdict": v, "primary": primary,
                "extra": extra, **more}
+        if paper_size is not None and "mean" in primary:
+            row["size"] = size_against_paper(primary, paper_size)
         row["measured"] = "; ".join(txt(d, w) for w, d in [(row.pop("primary_label"), primary), *extra.items()])
         if threat_note:
             row["threats"] = threat_note
@@ -295,15 +313,15 @@ def evaluate(runs: dict) -> list[dict]:
     # MCMIA: ADMM pruning vs dense, and vs AdvReg (min-max game on the dense model)
     a, g, gn = runs.get("admm", []), runs.get("advreg-dense", []), runs.get("advreg-dense" + NON_ADAPTIVE, [])
     out.append(claim("MCMIA '21", "ADMM pruning lowers attack accuracy vs the dense model",
-                     "up to -13.6%", -1, paired(a, "pruned", a, "dense", SAMIA, ACC),
-                     {"loss attack accuracy": paired(a, "pruned", a, "dense", "loss", ACC),
+                     "up to -13.6%", -1, paired(a, "pruned", a, "dense", SAMIA, ACC), paper_size=-0.136,
+                     extra={"loss attack accuracy": paired(a, "pruned", a, "dense", "loss", ACC),
                       "SAMIA oracle balanced accuracy": paired(a, "pruned", a, "dense", SAMIA, ORACLE),
                       "test accuracy": paired(a, "pruned", a, "dense", None, "test_accuracy")},
                      primary_label="SAMIA attack accuracy ADMM-pruned vs dense",
                      threat_note="no defense: the adaptive and non-adaptive attackers are the same"))
     ad, non = paired(a, "pruned", g, "dense", SAMIA, ACC), paired(a, "pruned", gn, "dense", SAMIA, ACC)
     row = claim("MCMIA '21", "ADMM pruning lowers attack accuracy vs the min-max game (AdvReg)", "-10%", -1, ad,
-                {"vs AdvReg under the non-adaptive attacker": non,
+                paper_size=-0.10, extra={"vs AdvReg under the non-adaptive attacker": non,
                  "loss attack accuracy (adaptive)": paired(a, "pruned", g, "dense", "loss", ACC),
                  "test accuracy ADMM-pruned vs AdvReg dense": paired(a, "pruned", g, "dense", None, "test_accuracy")},
                 primary_label="SAMIA attack accuracy ADMM-pruned vs AdvReg dense (adaptive attacker)")
@@ -315,7 +333,7 @@ def evaluate(runs: dict) -> list[dict]:
         tpr = paired(p, "pruned+int8", p, "pruned", attack, TPR)
         row = claim("Famili & Lao '23", f"quantization lowers attack accuracy and TPR vs full precision ({attack})",
                     "about -14% attack accuracy, -37% TPR", -1, paired(p, "pruned+int8", p, "pruned", attack, ACC),
-                    {"TPR@1%FPR": tpr, "AUC": paired(p, "pruned+int8", p, "pruned", attack, "auc"),
+                    paper_size=-0.14, extra={"TPR@1%FPR": tpr, "AUC": paired(p, "pruned+int8", p, "pruned", attack, "auc"),
                      "test accuracy": paired(p, "pruned+int8", p, "pruned", None, "test_accuracy")},
                     primary_label=f"{attack} attack accuracy int8 vs fp32",
                     threat_note="no defense: the adaptive and non-adaptive attackers are the same")
@@ -344,7 +362,7 @@ def markdown_table(doc: dict) -> str:
         if "mean" not in d:
             meas = d["missing"]
         else:
-            meas = (f"{d['a_mean']:.3f} vs {d['b_mean']:.3f}: {100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f} pts"
+            meas = (f"{d['a_mean']:.3f} vs {d['b_mean']:.3f}: {100 * d['mean']:+.2f} ± {100 * d['ci95']:.2f} pts"
                     + (f" ({100 * d['relative']:+.1f}% rel.)" if d.get("relative") is not None else ""))
         extra = c["extra"]
         for label in ("non-adaptive SAMIA attack accuracy kl vs plain pruned", "vs AdvReg under the non-adaptive "
@@ -352,9 +370,10 @@ def markdown_table(doc: dict) -> str:
             e = extra.get(label)
             if e and "mean" in e:
                 meas += (f"; {label.replace(' kl vs plain pruned', '')}: {e['a_mean']:.3f} vs {e['b_mean']:.3f}, "
-                         f"{100 * e['mean']:+.1f} ± {100 * e['ci95']:.1f} pts")
+                         f"{100 * e['mean']:+.2f} ± {100 * e['ci95']:.2f} pts")
         v = c["verdict"] + (f"; TPR: {c['verdict_tpr']}" if "verdict_tpr" in c else "") + (
-            f"; {c['accuracy_cost']}" if "accuracy_cost" in c else "")
+            f"; {c['accuracy_cost']}" if "accuracy_cost" in c else "") + (
+            f"; size: {c['size']['reading']}" if "size" in c and c["verdict"] == "confirmed" else "")
         lines.append(f"| {c['paper']}: {c['claim']} | {c['paper_figure']} | {meas} | {v} |")
     return "\n".join(lines)
 
