@@ -24,6 +24,7 @@ separate processes and join them with ``--merge``:
     for s in 0 1 2; do .venv/bin/python benchmarks/paper_claims.py --seeds $s --out /tmp/pc$s.json & done; wait
     .venv/bin/python benchmarks/paper_claims.py --merge /tmp/pc0.json,/tmp/pc1.json,/tmp/pc2.json
 
+``--runs plain`` (comma-separated names of RUNS) makes only some runs; the claims they support are reported.
 ``--keep-signals DIR`` keeps the seed's signal cache and writes ``DIR/seed<S>/manifest.json`` naming the
 cached signals of the plain run (targets and shadows, every variant): benchmarks/check_paper_claims.py
 recomputes figures from them with numpy and scikit-learn only.
