@@ -155,7 +155,8 @@ def merge(parts: list[dict]) -> dict:
         if len(set(seeds)) != len(seeds):
             sys.exit(f"seed given twice for run {name!r}: {seeds}")
         doc["runs"][name] = sorted(rows, key=lambda r: r["seed"])
-    doc["settings"] = {**parts[0]["settings"], "seeds": ",".join(str(r["seed"]) for r in doc["runs"]["plain"])}
+    doc["settings"] = {**parts[0]["settings"], "seeds": ",".join(str(r["seed"]) for r in doc["runs"]["plain"]),
+                       "runs": ",".join(n for n in RUNS if doc["runs"][n])}
     return doc
 
 
@@ -309,7 +310,9 @@ def evaluate(runs: dict) -> list[dict]:
     row["verdict"] = two_threats(row["verdict_adaptive"], row["verdict_non_adaptive"])
     acc_v = verdict(acc, -1)
     row["accuracy_cost"] = {"confirmed": "accuracy measurably lower", "refuted": "accuracy measurably higher",
-                            "no measurable difference": "accuracy maintained"}.get(acc_v, f"accuracy: {acc_v}")
+                            "no measurable difference": "accuracy maintained"}.get(
+        acc_v, f"accuracy: {acc_v.split(';')[0]})" if "mean" not in acc else
+        f"accuracy: {acc_v.split(';')[0]}, {100 * acc['mean']:+.1f} pts)")
     out.append(row)
     # MCMIA: ADMM pruning vs dense, and vs AdvReg (min-max game on the dense model)
     a, g, gn = runs.get("admm", []), runs.get("advreg-dense", []), runs.get("advreg-dense" + NON_ADAPTIVE, [])
