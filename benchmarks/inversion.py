@@ -209,9 +209,11 @@ def merge(paths: list[str], out: Path) -> dict:
     for key in dict.fromkeys(k for p in parts for k in p["configs"]):
         have = [p for p in parts if key in p["configs"]]
         by_seed: dict = {}  # parts may hold other seeds or other pruning configs of the same seed
-        for i, p in enumerate(have):
-            for j, s in enumerate(p["configs"][key]["per_seed"]):
-                e = by_seed.setdefault(s.get("_seed", f"part{i}-{j}"), {})
+        for i, p in enumerate(have):  # a later part's figures replace an earlier part's for the same seed
+            rows, seeds_of_part = p["configs"][key]["per_seed"], _settings_of(p, key)["seeds"]
+            for j, s in enumerate(rows):
+                seed = s.get("_seed", seeds_of_part[j] if len(seeds_of_part or []) == len(rows) else f"part{i}-{j}")
+                e = by_seed.setdefault(seed, {"_seed": seed})
                 for k, v in s.items():
                     e[k] = {**e[k], **v} if isinstance(v, dict) and k in e else v
         per_seed = list(by_seed.values())
