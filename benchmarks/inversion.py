@@ -72,9 +72,13 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results/inversion_cpu.json")
     ap.add_argument("--prunings", default=",".join(p[0] for p in PRUNINGS), help="subset of the pruning configs")
     ap.add_argument("--merge", default=None, help="comma-separated result files (other seeds / configs) to merge")
+    ap.add_argument("--markdown", action="store_true", help="with --merge: also print the README tables")
     args = ap.parse_args()
     if args.merge:
-        report(merge(args.merge.split(","), Path(args.out)))
+        merged = merge(args.merge.split(","), Path(args.out))
+        report(merged)
+        if args.markdown:
+            print(markdown(merged))
         return 0
     import torch
 
@@ -177,6 +181,30 @@ def report(results: dict) -> None:
                 for layer in r["layers"]))
         for line in r["verdict"]:
             print("  " + line)
+
+
+def markdown(results: dict) -> str:
+    """The README tables: per config, a row per variant and a cell per split point with PSNR (sd over seeds),
+    mean half-width of the per-seed bootstrap 95% CIs, SSIM, judge accuracy and feature bytes per sample."""
+    out = []
+    for key, r in results["configs"].items():
+        acc = {v: [a[v] for a in r["accuracy_per_seed"] if v in a] for v in BASE_VARIANTS}
+        out.append(f"\n**{key}** ({r['seeds']} seeds): PSNR dB (sd over seeds) ±CI half-width / SSIM / judge acc "
+                   "/ fp32 bytes per sample\n")
+        out.append("| variant | " + " | ".join(r["layers"]) + " | test acc per seed |")
+        out.append("|---" * (len(r["layers"]) + 2) + "|")
+        for v, rows in r["summary"].items():
+            cells = []
+            for layer in r["layers"]:
+                x = rows[layer]
+                half = sum((b - a) / 2 for a, b in x["psnr"]["ci95_per_seed"]) / len(x["psnr"]["ci95_per_seed"])
+                cells.append(f"{x['psnr']['mean_over_seeds']:.2f} ({x['psnr']['std_over_seeds']:.2f}) ±{half:.2f} / "
+                             f"{x['ssim']['mean_over_seeds']:.3f} / {x['judge_accuracy']['mean_over_seeds']:.2f} / "
+                             f"{x['bytes_per_sample_fp32']}")
+            base = v.removesuffix(WB).removesuffix(" + int8")
+            a = " / ".join(f"{t:.3f}" for t in acc.get(base, [])) if not v.endswith(WB) else ""
+            out.append(f"| {v} | " + " | ".join(cells) + f" | {a} |")
+    return "\n".join(out)
 
 
 def summarise(layers: list[str], per_seed: list[dict]) -> dict:
