@@ -231,7 +231,7 @@ def summarise(layers: list[str], per_seed: list[dict]) -> dict:
 def merge(paths: list[str], out: Path) -> dict:
     """One result from runs on different seeds or configs (separate processes); each config keeps the
     settings it ran with. Files written before settings were recorded per config lend theirs to each config."""
-    parts = [json.loads(Path(p).read_text()) for p in paths]
+    parts = [{**json.loads(Path(p).read_text()), "_path": p} for p in paths]
     res = {"command": [c for p in parts for c in (p["command"] if isinstance(p["command"], list) else [p["command"]])],
            "machine": parts[0]["machine"], "configs": {}}
     for key in dict.fromkeys(k for p in parts for k in p["configs"]):
@@ -248,13 +248,25 @@ def merge(paths: list[str], out: Path) -> dict:
         settings = [_settings_of(p, key) for p in have]
         seeds = sorted(by_seed) if all(isinstance(s, int) for s in by_seed) else settings[0]["seeds"]
         c = have[0]["configs"][key]
-        res["configs"][key] = {**summarise(c["layers"], per_seed), "grid": next(
-            (p["configs"][key]["grid"] for p in have if p["configs"][key].get("grid")), None),
+        res["configs"][key] = {**summarise(c["layers"], per_seed), "grid": _merge_grid(key, have, out),
             "settings": {**settings[0], "seeds": seeds} if all(
                 {**s, "seeds": None} == {**settings[0], "seeds": None} for s in settings) else settings}
     res["total_seconds"] = round(sum(p["total_seconds"] for p in parts), 1)
     out.write_text(json.dumps(res, indent=2) + "\n")
     return res
+
+
+def _merge_grid(key: str, parts: list[dict], out: Path) -> str | None:
+    """The picture grid of the last part that has one, copied next to ``out``."""
+    for p in reversed(parts):
+        name = p["configs"][key].get("grid")
+        src = Path(p["_path"]).with_name(name) if name else None
+        if src is not None and src.is_file():
+            dst = out.with_name(out.stem + f"_{key.replace('/', '-')}.png")
+            if src.resolve() != dst.resolve():
+                shutil.copyfile(src, dst)
+            return dst.name
+    return None
 
 
 def _settings_of(part: dict, key: str) -> dict:
