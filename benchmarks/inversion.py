@@ -249,8 +249,7 @@ def merge(paths: list[str], out: Path) -> dict:
         seeds = sorted(by_seed) if all(isinstance(s, int) for s in by_seed) else settings[0]["seeds"]
         c = have[0]["configs"][key]
         res["configs"][key] = {**summarise(c["layers"], per_seed), "grid": _merge_grid(key, have, out),
-            "settings": {**settings[0], "seeds": seeds} if all(
-                {**s, "seeds": None} == {**settings[0], "seeds": None} for s in settings) else settings}
+            "settings": _merge_settings(settings, seeds)}
     res["total_seconds"] = round(sum(p["total_seconds"] for p in parts), 1)
     out.write_text(json.dumps(res, indent=2) + "\n")
     return res
@@ -267,6 +266,18 @@ def _merge_grid(key: str, parts: list[dict], out: Path) -> str | None:
                 shutil.copyfile(src, dst)
             return dst.name
     return None
+
+
+PER_RUN = ("seeds", "load_average_at_start", "load_average_at_end")
+
+
+def _merge_settings(settings: list[dict], seeds: list) -> dict | list[dict]:
+    """One settings record when the parts differ only in seeds and load; else every part's."""
+    same = lambda s: {k: v for k, v in s.items() if k not in PER_RUN}  # noqa: E731
+    if any(same(s) != same(settings[0]) for s in settings):
+        return settings
+    return {**same(settings[0]), "seeds": seeds,
+            "load_average_per_part": [[s.get("load_average_at_start"), s.get("load_average_at_end")] for s in settings]}
 
 
 def _settings_of(part: dict, key: str) -> dict:
