@@ -189,7 +189,7 @@ def markdown(results: dict) -> str:
     out = []
     for key, r in results["configs"].items():
         acc = {v: [a[v] for a in r["accuracy_per_seed"] if v in a] for v in BASE_VARIANTS}
-        out.append(f"\n**{key}** ({r['seeds']} seeds): PSNR dB (sd over seeds) ±CI half-width / SSIM / judge acc "
+        out.append(f"\n**{key}** ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}): PSNR dB (sd over seeds) ±CI half-width / SSIM / judge acc "
                    "/ fp32 bytes per sample\n")
         out.append("| variant | " + " | ".join(r["layers"]) + " | test acc per seed |")
         out.append("|---" * (len(r["layers"]) + 2) + "|")
