@@ -256,8 +256,11 @@ def merge(paths: list[str], out: Path) -> dict:
 
 
 def _merge_grid(key: str, parts: list[dict], out: Path) -> str | None:
-    """The picture grid of the last part that has one, copied next to ``out``."""
-    for p in reversed(parts):
+    """The picture grid (drawn from a part's first seed) of the last part whose first seed is the merged
+    result's first seed, else of the last part that has one; copied next to ``out``."""
+    firsts = [(_settings_of(p, key)["seeds"] or [None])[0] for p in parts]
+    first = min((f for f in firsts if isinstance(f, int)), default=None)
+    for p in [p for p, f in zip(parts, firsts, strict=True) if f == first][::-1] + parts[::-1]:
         name = p["configs"][key].get("grid")
         src = Path(p["_path"]).with_name(name) if name else None
         if src is not None and src.is_file():
