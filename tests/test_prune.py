@@ -36,7 +36,8 @@ def test_structured_pruning_of_every_zoo_model(tmp_path, name, sparsity):
              for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     changed = [n for n in before if after[n] != before[n]]
     assert changed, "nothing was pruned"
-    for n in changed:  # every pruned layer keeps the asked-for width, rounded up to a multiple of 8
+    classifier = set(S.output_layers(build_model(name, shape, 10), shape))
+    for n in set(before) - classifier:  # every layer keeps the asked-for width, rounded to a multiple of 8
         assert after[n] == S.channels_to_keep(before[n], sparsity, 8), (n, before[n], after[n])
     assert count_params(model) < (1 - sparsity + 0.1) * p0
     # plan.json round trip: architecture + plan + weights == the pruned model
@@ -47,6 +48,23 @@ def test_structured_pruning_of_every_zoo_model(tmp_path, name, sparsity):
     if sparsity == 0.5:
         path = export_onnx(model, shape, tmp_path / "m.onnx", dynamic_batch=False, batch=3)
         assert verify_onnx(model, path, x.numpy()).passed
+
+
+@pytest.mark.parametrize("name, shape", [("lenet5", (1, 8, 8)), ("resnet20", (1, 8, 8))])
+def test_high_sparsity_rounds_narrow_layers_to_round_to_instead_of_leaving_them_whole(name, shape):
+    """At 0.8 a 16- or 32-channel layer keeps 3 / 6 channels, below round_to 8: it keeps 8 (Torch-Pruning's
+    own rounding sent it to 0 and then left the layer whole, wider than at sparsity 0.5)."""
+    widths = {}
+    for sparsity in (0.5, 0.8):
+        torch.manual_seed(0)
+        model = build_model(name, shape, 10)
+        S.make_plan(model, shape, sparsity)
+        widths[sparsity] = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    first = "features.0" if name == "lenet5" else "conv1"  # LeNet-5's conv1 has 6 < 8 channels: left whole
+    assert widths[0.8][first] == (6 if name == "lenet5" else 8)
+    for n, w in widths[0.8].items():
+        assert w <= widths[0.5][n], (n, w, widths[0.5][n])
+        assert w == (6 if n == "features.0" else 8), (n, w)
 
 
 def test_residual_channels_are_pruned_together():

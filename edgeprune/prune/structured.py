@@ -48,12 +48,29 @@ def _leakage(tp, beta: float = 1.0):
 
 
 def channels_to_keep(n: int, sparsity: float, round_to: int) -> int:
-    """Channels a layer of ``n`` keeps: ``int(n * sparsity)`` are removed, and the rest is rounded down to a
-    multiple of ``round_to`` (at least ``round_to``), as the engine (Torch-Pruning) does."""
-    keep = n - int(n * sparsity)
-    if round_to > 1 and n >= round_to:
-        keep = max(round_to, keep - keep % round_to)
+    """Channels a layer of ``n`` keeps: ``int(n * (1 - sparsity))`` (the engine's arithmetic), rounded down to a
+    multiple of ``round_to`` but never below ``round_to``; a layer narrower than ``round_to`` cannot be
+    rounded and stays whole. The engine's pruner is ``_RoundingPruner`` below, which holds to this."""
+    keep = int(n * (1 - sparsity))
+    if round_to > 1:
+        keep = n if n < round_to else max(round_to, keep - keep % round_to)
     return max(1, keep)
+
+
+def _rounding_pruner(tp):
+    class _RoundingPruner(tp.pruner.MetaPruner):
+        """Torch-Pruning's MetaPruner with ``round_to`` clamped at ``round_to`` kept channels. The engine rounds
+        the kept channels down to a multiple, so a layer asked to keep fewer than ``round_to`` (16 channels at
+        sparsity 0.8 keep 3) rounded to zero, the engine refused to remove every channel and left the layer
+        whole: at 0.8, LeNet-5's conv2 and ResNet-20's first two stages stayed dense (wider than at 0.5)."""
+
+        def _round_to(self, n_pruned, current_channels, round_to):
+            if current_channels < round_to:
+                return 0
+            keep = current_channels - n_pruned
+            return current_channels - max(round_to, keep - keep % round_to)
+
+    return _RoundingPruner
 
 
 def output_layers(model: nn.Module, in_shape) -> list[str]:
@@ -92,7 +109,7 @@ def make_pruner(model: nn.Module, in_shape, sparsity: float, criterion: str = "l
     if schedule is not None:
         kwargs["iterative_pruning_ratio_scheduler"] = schedule
     try:
-        return tp.pruner.MetaPruner(
+        return _rounding_pruner(tp)(
             model, torch.zeros(1, *in_shape), importance=imp, pruning_ratio=sparsity, global_pruning=global_ranking,
             round_to=round_to if round_to > 1 else None, ignored_layers=_ignored(model, in_shape, list(exclude)),
             max_pruning_ratio=max_ratio, iterative_steps=steps, customized_pruners=dict(CUSTOM_PRUNERS) or None,
