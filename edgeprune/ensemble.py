@@ -215,30 +215,30 @@ def _batch_or_one_by_one(phase: str, models, data, cfg, seeds, masks, report: En
     off, trains one by one (said in the report)."""
     from edgeprune.train import train
 
+    def one_by_one(idx):
+        for k in idx:
+            train(models[k], *data[k], cfg, seed=seeds[k], masks=masks[k] if masks else None, description=phase)
+
     if not batched:
         report.add(phase, f"{len(models)} models one by one (batched training off on {torch.device(device).type})")
-        for k, m in enumerate(models):
-            train(m, *data[k], cfg, seed=seeds[k], masks=masks[k] if masks else None, description=phase)
+        one_by_one(range(len(models)))
         return
     by_shape: dict[tuple, list[int]] = defaultdict(list)
     for k, m in enumerate(models):
         by_shape[shape_signature(m)].append(k)
     for idx in by_shape.values():
-        group = [models[k] for k in idx]
         if len(idx) == 1:
             report.add(phase, "1 model alone (no other member has its shapes): one by one")
-            train(group[0], *data[idx[0]], cfg, seed=seeds[idx[0]], masks=masks[idx[0]] if masks else None,
-                  description=phase)
+            one_by_one(idx)
             continue
         try:
-            train_ensemble(group, [data[k] for k in idx], cfg, [seeds[k] for k in idx],
+            train_ensemble([models[k] for k in idx], [data[k] for k in idx], cfg, [seeds[k] for k in idx],
                            [masks[k] for k in idx] if masks else None, description=phase, device=device)
             report.add(phase, f"{len(idx)} models batched")
         except (RuntimeError, NotImplementedError) as e:  # an op vmap cannot batch: train these one by one
             why = str(e).splitlines()[0][:120]
             report.add(phase, f"{len(idx)} models one by one (vmap failed: {why})")
-            for k in idx:
-                train(models[k], *data[k], cfg, seed=seeds[k], masks=masks[k] if masks else None, description=phase)
+            one_by_one(idx)
 
 
 def run_pipelines(make_model, in_shape, members: list[Member], recipe: Recipe, workdir: Path,
