@@ -43,6 +43,9 @@ def main() -> int:
                          "CPU default of 'auto'): shared ONNX export, no vmap")
     ap.add_argument("--ensemble-size", type=int, default=32, help="models per ensemble batch")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the local modes")
+    ap.add_argument("--mlp-steps", type=int, default=0,
+                    help="also time N Adam steps (batch 128) of K=8 MLPs: 8 separate steps vs one vmap step over the "
+                         "stacked members (what edgeprune.ensemble does) vs a hand-written baddbmm step, 3 repeats")
     ap.add_argument("--reverse", action="store_true", help="run the modes in the opposite order")
     ap.add_argument("--ray", default="8,16", help="K for Ray tasks (local instance, 2 CPUs, one model a task)")
     ap.add_argument("--resnet-steps", type=int, default=0,
@@ -73,6 +76,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp())
     con = Console()
     try:
+        if args.mlp_steps:
+            result["mlp_step"] = _mlp_steps(args.mlp_steps, 8)
+            con.print(result["mlp_step"])
+            out.write_text(json.dumps(result, indent=2) + "\n")
         if args.resnet_steps:
             result["resnet18_cifar_step"] = _resnet_steps(args.resnet_steps)
             con.print(result["resnet18_cifar_step"])
@@ -135,6 +142,80 @@ def main() -> int:
                   f"{lk['lira-online']['auc']:.3f}", f"{lk['rmia']['auc']:.3f}")
     con.print(t)
     return 0
+
+
+def _mlp_steps(n: int, k: int) -> dict:
+    """Milliseconds per training step of k MLPs (purchase shapes, batch 128, Adam): k separate steps, one vmap
+    step over the stacked members (edgeprune.ensemble's path), and a hand-written baddbmm step; 3 repeats."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from edgeprune.models import build_model
+
+    torch.manual_seed(0)
+    models = [build_model("mlp", (600,), 100) for _ in range(k)]
+    x, y = torch.randn(k, 128, 600), torch.randint(0, 100, (k, 128))
+
+    def separate():
+        opts = [torch.optim.Adam(m.parameters(), 1e-3) for m in models]
+
+        def step():
+            for i, m in enumerate(models):
+                loss = F.cross_entropy(m(x[i]), y[i])
+                opts[i].zero_grad()
+                loss.backward()
+                opts[i].step()
+        return step
+
+    def vmapped():
+        params, buffers = stack_module_state(models)
+        params = {name: v.detach().requires_grad_(True) for name, v in params.items()}
+        base = copy.deepcopy(models[0]).to("meta")
+        fwd = vmap(lambda p, b, xb: functional_call(base, (p, b), (xb,)), randomness="different")
+        opt = torch.optim.Adam(list(params.values()), 1e-3)
+
+        def step():
+            loss = F.cross_entropy(fwd(params, buffers, x).flatten(0, 1), y.flatten(), reduction="none")
+            opt.zero_grad()
+            loss.view(k, -1).mean(1).sum().backward()
+            opt.step()
+        return step
+
+    def baddbmm():
+        layers = [[m for m in model.modules() if isinstance(m, torch.nn.Linear)] for model in models]
+        ws = [torch.stack([ls[j].weight.detach().t() for ls in layers]).requires_grad_(True) for j in range(len(layers[0]))]
+        bs = [torch.stack([ls[j].bias.detach() for ls in layers]).unsqueeze(1).requires_grad_(True)
+              for j in range(len(layers[0]))]
+        opt = torch.optim.Adam(ws + bs, 1e-3)
+
+        def step():
+            h = x
+            for j, (w, b) in enumerate(zip(ws, bs, strict=True)):
+                h = torch.baddbmm(b, h, w)
+                h = torch.relu(h) if j < len(ws) - 1 else h
+            loss = F.cross_entropy(h.flatten(0, 1), y.flatten(), reduction="none")
+            opt.zero_grad()
+            loss.view(k, -1).mean(1).sum().backward()
+            opt.step()
+        return step
+
+    out = {"models": k, "batch": 128, "steps": n, "threads": torch.get_num_threads(), "ms_per_step_of_all_models": {}}
+    for name, make in (("separate", separate), ("vmap", vmapped), ("baddbmm", baddbmm)):
+        step = make()
+        step()  # warm-up
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step()
+            times.append(round((time.perf_counter() - t0) / n * 1000, 2))
+        out["ms_per_step_of_all_models"][name] = times
+    sep = out["ms_per_step_of_all_models"]["separate"]
+    out["vmap_vs_separate"] = [round(v / s_, 2) for v, s_ in zip(out["ms_per_step_of_all_models"]["vmap"], sep, strict=True)]
+    return out
 
 
 def _resnet_steps(n: int) -> dict:

@@ -202,8 +202,8 @@ class EnsembleReport:
 def batched_on(device: str | torch.device, batch_training: str) -> bool:
     """Whether an ensemble's training steps run batched: ``batch_training`` "batched" / "one-by-one", or "auto":
     batched on a GPU only. On a CPU the MLP's matmuls are already compute-bound one by one (a training step of 8
-    stacked members took as long as 8 separate steps, the vmap version 1.1-1.6x longer; benchmarks/README.md,
-    audit_scale.py), so batching saves nothing there; the task still shares the ONNX export per shape."""
+    stacked members: a baddbmm step as long as 8 separate steps, the vmap step 1.2-1.4x longer; benchmarks/README.md,
+    audit_scale.py --mlp-steps), so batching saves nothing there; the task still shares the ONNX export per shape."""
     if batch_training == "auto":
         return torch.device(device).type == "cuda"
     return batch_training == "batched"
