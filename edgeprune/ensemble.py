@@ -294,10 +294,11 @@ def _quantize_all(in_shape, members, pruned, dense, masks, recipe, workdir: Path
     """int8 PTQ of every pruned model. The ONNX export (the slow part) runs once per pruned shape: the graph is
     exported for one member, checked against a direct export of a second, and reused for the others with their
     weights swapped in. Mixed precision and QAT are per model (they train / probe): one by one."""
-    from edgeprune.pipeline import calibration_set, quantize_model
+    from edgeprune.pipeline import calibration_set, int8_settings, quantize_model
     from edgeprune.quant.ptq import quantize_int8
 
     cfg = recipe.quant
+    settings = int8_settings(recipe)  # the target's int8 settings (7-bit weights on saturating CPUs), as quantize_model
     paths: list[Path] = [workdir / f"{m.tag}.q.onnx" for m in members]
     if cfg.mode != "int8" or cfg.qat_epochs > 0:
         report.add("quantization", f"{len(members)} models one by one (mode {cfg.mode}, {cfg.qat_epochs} QAT epochs)")
@@ -315,7 +316,8 @@ def _quantize_all(in_shape, members, pruned, dense, masks, recipe, workdir: Path
             report.add("quantization", f"{len(idx)} models: {len(idx) - reused} ONNX export(s), {reused} reused graph(s)")
             for k, src in zip(idx, fp32, strict=True):
                 calib = calibration_set(members[k].x.numpy(), cfg.calibration_samples, members[k].seed)
-                quantize_int8(src, paths[k], calib, activations=cfg.activations, method=cfg.calibration)
+                quantize_int8(src, paths[k], calib, activations=settings["activations"], method=cfg.calibration,
+                              reduce_range=settings["reduce_range"])
     return paths
 
 

@@ -125,6 +125,33 @@ def test_batch_training_auto_is_one_by_one_on_cpu(tmp_path):
     assert res.exit_code == 2 and "--batch-training must be one of" in res.output
 
 
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_batched_int8_export_uses_the_targets_int8_settings(tmp_path, reduce_range):
+    """The ensemble's shared int8 export quantizes every member as the target's pipeline does: with the recipe's
+    (or the CPU's) 7-bit weights where onnxruntime's U8S8 kernels saturate, full 8-bit weights otherwise."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeprune.ensemble import Member, run_pipelines
+    from edgeprune.models import build_model
+    from edgeprune.recipe import Recipe
+
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(120, 12, generator=gen), torch.randint(0, 3, (120,), generator=gen)
+    r = Recipe(model="mlp", data="digits")
+    r.train.epochs, r.finetune.epochs, r.prune.sparsity, r.quant.mode = 2, 1, 0.5, "int8"
+    r.quant.reduce_range = reduce_range
+    members = [Member(x[i::3], y[i::3], 7 + i, f"m{i}") for i in range(3)]
+    outs, report = run_pipelines(lambda: build_model("mlp", (12,), 3), (12,), members, r, tmp_path, device="cpu")
+    assert "quantization: 3 models: 2 ONNX export(s), 1 reused graph(s)" in report.lines()
+    for o in outs:
+        g = onnx.load(str(o.onnx["pruned+int8"])).graph
+        weights = [numpy_helper.to_array(i) for i in g.initializer if i.data_type == onnx.TensorProto.INT8
+                   and i.dims and len(i.dims) == 2]
+        peak = max(int(abs(w.astype(int)).max()) for w in weights)
+        assert peak <= 64 if reduce_range else peak == 127, peak
+
+
 # --- audits of a model file (dense attacker models): small enough for a few seconds per model -------
 
 @pytest.fixture(scope="module")
