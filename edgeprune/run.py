@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune import __version__
+from edgeprune.cpu import cpu_info
 from edgeprune.errors import RunDirError
 from edgeprune.versions import package_versions
 
@@ -202,13 +203,6 @@ def _umask() -> int:
     return mask
 
 
-def _cpu() -> dict:
-    """The CPU model and the instruction-set features that chose onnxruntime's kernels for this run."""
-    from edgeprune.cpu import cpu_info
-
-    return cpu_info()
-
-
 class Run:
     """A run being built (``compress``): staged in ``.NAME.partial``, locked until ``complete`` or ``close``."""
 
@@ -267,7 +261,7 @@ class Run:
             "recipe_hash": self.recipe_hash,
             "seeds": {"run": self.recipe.get("seed")},
             "versions": package_versions(),
-            "cpu": _cpu(),
+            "cpu": cpu_info(),  # the CPU model and the features that chose onnxruntime's kernels
             "stages": {},
             "artifacts": {},
         }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 
 def machine() -> dict:
@@ -11,14 +10,6 @@ def machine() -> dict:
     the package versions."""
     import platform
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     from edgeprune.versions import package_versions
 
     gpu = None
@@ -34,6 +25,6 @@ def machine() -> dict:
     from edgeprune.cpu import cpu_info
 
     info = cpu_info()
-    return {"cpu": info["model"] or cpu, "cores": os.cpu_count(), "gpu": gpu, "system": platform.system(),
+    return {"cpu": info["model"], "cores": os.cpu_count(), "gpu": gpu, "system": platform.system(),
             "arch": info["arch"], "cpu_features": info["features"], "int8_kernels": info["int8_kernels"],
             "onnxruntime_providers": ort.get_available_providers(), "versions": package_versions()}

@@ -73,7 +73,7 @@ def _bench_locked(stack, target: Path, backends, batches, settings, host, durati
         if manifest is None:
             raise ConfigError("--backend remote benchmarks a run directory (it ships the run's models in bundles)")
         entries.append(_remote_entry(target, ctx, host, batches, duration_s, python, remote_dir, log))
-    data = json.loads(out.read_text()) if out.is_file() else {"machine": machine(), "entries": []}
+    data = json.loads(out.read_text()) if out.is_file() else {"entries": []}
     data["machine"] = machine()
     data["entries"].extend(entries)
     if update is not None:

@@ -14,11 +14,9 @@ from edgeprune.ops.split import feature_std
 from edgeprune.stages.common import (
     INVERSION,
     PLAN,
-    WEIGHTS,
     Context,
     load_dense,
     load_pruned,
-    load_state,
     open_run,
     variants,
 )
@@ -92,7 +90,7 @@ def _split_noise_variant(ctx: Context, run_dir: Path, pruned, point, sigma_rel: 
 
     import torch
 
-    from edgeprune.prune.structured import apply_plan, plan_masks
+    from edgeprune.prune.structured import plan_masks
     from edgeprune.train import accuracy, predict_logits, train
 
     plan = json.loads((run_dir / PLAN).read_text())
@@ -104,7 +102,7 @@ def _split_noise_variant(ctx: Context, run_dir: Path, pruned, point, sigma_rel: 
     h = _noise_hook(plain, point, sigma)
     acc_noise_only = accuracy(predict_logits(plain, xn), yn)
     h.remove()
-    model = load_state(apply_plan(ctx.fresh_model(), plan), run_dir / WEIGHTS)
+    model = load_pruned(ctx, run_dir)
     hook = _noise_hook(model, point, sigma)
     cfg = dataclasses.replace(ctx.recipe.finetune)
     train(model, xm, ym, cfg, seed=seed, description=f"fine-tune with split noise at {point.name}",
