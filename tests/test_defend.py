@@ -229,12 +229,17 @@ def test_tune_respects_budgets_and_reports_the_front(tmp_path):
     assert chosen["metrics"]["latency_ms"] == fastest
     front = pareto(t["trials"])
     assert [t["trials"][i]["id"] for i in front] == t["pareto"] and t["pareto"]
-    for i in front:  # nobody beats a front member on every axis (of the selection figures)
-        a = t["trials"][i]["metrics"]
-        for b in (x["metrics"] for x in t["trials"]):
-            sa, sb = a["selection"], b["selection"]
-            assert not (b["latency_ms"] < a["latency_ms"] and sb["accuracy"] > sa["accuracy"]
-                        and sb["auc"] < sa["auc"] and (sb["tpr_at_0.1"] or 1) < (sa["tpr_at_0.1"] or 1))
+    def costs(m):  # lower is better on every axis; a TPR below resolution counts as the worst (1.0)
+        s = m["selection"]
+        return (m["latency_ms"], -s["accuracy"], s["auc"], 1.0 if s["tpr_at_0.1"] is None else s["tpr_at_0.1"])
+
+    for i in front:  # nobody is at least as good as a front member on every axis and better on one
+        a = costs(t["trials"][i]["metrics"])
+        for b in (costs(x["metrics"]) for x in t["trials"]):
+            assert not (all(y <= x for y, x in zip(b, a, strict=True)) and b != a), (a, b)
+    off = [costs(x["metrics"]) for k, x in enumerate(t["trials"]) if k not in front]
+    for a in off:  # and every trial off the front is dominated by one on it
+        assert any(all(y <= x for y, x in zip(costs(t["trials"][i]["metrics"]), a, strict=True)) for i in front), a
     assert (tmp_path / "loose" / "tune_pareto.png").stat().st_size > 1000
     # an impossible budget: the command says so and chooses nothing (the dense model and trials are reused)
     res = runner.invoke(app, [*common, "--max-auc", "0.01", "-o", str(tmp_path / "loose")])

@@ -248,8 +248,8 @@ def test_batched_references_reach_the_same_accuracy_and_auc(target, local_audit)
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'edgeprune[ray]'); "
-                                            "it is not in requirements.lock")
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'edgeprune[ray]'; "
+                                            "make test installs it from requirements.lock)")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
