@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import ConfigError
-from edgeprune.ops.bundle import KERNELS_DIR, bundle_precisions
-from edgeprune.stages.common import INVERSION, PLAN, SPLIT_DIR, Context, load_pruned, open_run
+from edgeprune.ops.bundle import KERNELS_DIR, bundle_inputs
+from edgeprune.stages.common import INVERSION, SPLIT_DIR, Context, load_pruned, open_run
 
 
 def split_point(ctx: Context, model, name: str):
@@ -94,13 +94,12 @@ def bundle_split_run(run_dir: str | Path, out: str | Path, split: str, precision
     from edgeprune.export.split import FEATURES
     from edgeprune.models.splits import cut
 
-    precisions = bundle_precisions(precisions)
-    manifest, ctx = open_run(run_dir)
-    model = load_pruned(ctx, Path(run_dir))
-    point = split_point(ctx, model, split)
+    def locked(ctx, model):  # the split point and the run's inversion figures, read under the run's lock
+        point = split_point(ctx, model, split)
+        return point, inversion_at(Path(run_dir), point.name)
+
+    precisions, ctx, model, xc, xs, source, (point, inversion) = bundle_inputs(run_dir, out, precisions, locked)
     head, tail = cut(model, point)
-    xc, _ = ctx.arrays("members", ctx.recipe.quant.calibration_samples)
-    xs, _ = ctx.arrays("nonmembers", 16)
     from importlib import resources
 
     template = resources.files("edgeprune.export").joinpath("templates/run_onnx.py")
@@ -129,14 +128,12 @@ def bundle_split_run(run_dir: str | Path, out: str | Path, split: str, precision
                           "bytes_per_sample": {"fp32": point.bytes_per_sample(4), "fp16": point.bytes_per_sample(2),
                                                "int8": point.bytes_per_sample(1)},
                           "input_bytes_per_sample_fp32": int(np.prod(ctx.ds.in_shape)) * 4,
-                          "inversion": inversion_at(Path(run_dir), point.name),
+                          "inversion": inversion,
                           "server": {"files": ["server/tail.onnx", "server/run_onnx.py", "server/samples.npz",
                                                "server/manifest.json"]}}}
 
     out = make_bundle(head, ctx.ds.in_shape, out, precisions, xc, xs, batch=batch, dynamic_batch=dynamic_batch,
                       opset=ctx.recipe.export.opset, kernels_dir=KERNELS_DIR, output_name=FEATURES, extra=server_side,
-                      source={"run": str(Path(run_dir).resolve()), "recipe_hash": manifest["recipe_hash"],
-                              "model": manifest["model"], "plan_sha256": manifest["artifacts"].get(PLAN),
-                              "split": point.name})
+                      source={**source, "split": point.name})
     log(f"split bundle written to {out} (head: {', '.join(precisions)}; tail: server/)")
     return out
