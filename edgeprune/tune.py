@@ -269,8 +269,25 @@ def _tune_locked(base, space: Space, budget: Budget, out: Path, search: str, job
                     "no configuration met the budgets; the Pareto front shows the closest trade-offs"),
     }
     atomic_write_bytes(out / "tune.json", json.dumps(result, indent=2).encode())
+    _write_chosen(base, chosen, out / "chosen.yaml")
     _plot(final, out / "tune_pareto.png", chosen)
     return result
+
+
+def _write_chosen(base, chosen: dict | None, path: Path) -> None:
+    """The chosen trial as a standalone recipe (``edgeprune compress --recipe chosen.yaml`` trains its own
+    dense model unless the base recipe named weights): what a search hands on to be shipped. A search that
+    chose nothing removes the file an earlier search in the same directory wrote."""
+    from edgeprune.recipe import dump_recipe
+    from edgeprune.run import atomic_write_bytes
+
+    if chosen is None:
+        path.unlink(missing_ok=True)
+        return
+    r = trial_recipe(base, chosen["config"], base.weights)
+    head = (f"# chosen by edgeprune tune: trial {chosen['id']} of tune.json, {chosen['config']}\n"
+            f"# selection figures (members vs the validation split): {json.dumps(chosen['metrics']['selection'])}\n")
+    atomic_write_bytes(path, (head + dump_recipe(r)).encode())
 
 
 def _rank(t: dict, budget: Budget):

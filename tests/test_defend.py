@@ -241,11 +241,20 @@ def test_tune_respects_budgets_and_reports_the_front(tmp_path):
     for a in off:  # and every trial off the front is dominated by one on it
         assert any(all(y <= x for y, x in zip(costs(t["trials"][i]["metrics"]), a, strict=True)) for i in front), a
     assert (tmp_path / "loose" / "tune_pareto.png").stat().st_size > 1000
+    # the chosen trial as a standalone recipe: the searched settings, its own dense training (no weights)
+    from edgeprune.defend import parse
+    from edgeprune.recipe import load_recipe
+
+    shipped = load_recipe(tmp_path / "loose" / "chosen.yaml")
+    assert shipped.weights is None and shipped.model == "mlp" and shipped.train.epochs == 8
+    assert shipped.prune.sparsity == chosen["config"]["sparsity"]
+    assert (shipped.defense.name, shipped.defense.strength) == parse(chosen["config"]["defense"])
     # an impossible budget: the command says so and chooses nothing (the dense model and trials are reused)
     res = runner.invoke(app, [*common, "--max-auc", "0.01", "-o", str(tmp_path / "loose")])
     assert res.exit_code == 0, res.output
     t = json.loads((tmp_path / "loose" / "tune.json").read_text())
     assert t["chosen"] is None and "no configuration met the budgets" in res.output
+    assert not (tmp_path / "loose" / "chosen.yaml").exists()  # the earlier search's choice is not left behind
     assert all(x["violations"] and not x["feasible"] for x in t["trials"])
 
 
