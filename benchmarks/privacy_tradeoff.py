@@ -238,8 +238,19 @@ def main() -> int:
     out = Path(args.out)
     if args.merge:
         docs = [json.loads(Path(f).read_text()) for f in args.merge.split(",")]
-        results = {k: v for d in docs for k, v in d["results"].items()}
+        results = {}
+        for d in docs:  # a configuration run in several processes (one per seed): its runs are joined
+            for k, v in d["results"].items():
+                if k in results:
+                    runs = sorted(results[k]["runs"] + v["runs"], key=lambda r: r["seed"])
+                    if len({r["seed"] for r in runs}) != len(runs):
+                        sys.exit(f"--merge: configuration {k!r} has the same seed in two files")
+                    results[k] = {**results[k], "runs": runs, "dense": summarise(runs, "dense", ATTACKS),
+                                  "deployed": summarise(runs, "deployed", ATTACKS)}
+                else:
+                    results[k] = v
         settings = docs[0]["settings"]
+        settings["seeds"] = ",".join(sorted({str(r["seed"]) for v in results.values() for r in v["runs"]}, key=int))
         settings["merged_from"] = [{"file": Path(f).name, "command": d["command"], "total_seconds": d["total_seconds"]}
                                    for f, d in zip(args.merge.split(","), docs, strict=True)]
         doc = finish(results, argparse.Namespace(**settings), time.perf_counter()

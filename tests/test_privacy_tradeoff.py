@@ -41,6 +41,12 @@ def _summary(acc, tpr01=None, tpr1=None):
     return s
 
 
+def _variant(acc, tpr):
+    attacks = {"loss": {"auc": 0.9, "tpr@0.001fpr": 0.01, "tpr@0.01fpr": 0.05},
+               "lira-online-fixed": {"auc": 0.95, "tpr@0.001fpr": tpr, "tpr@0.01fpr": 2 * tpr}}
+    return {"test_accuracy": acc, "attacks": attacks}
+
+
 def test_goal_needs_half_the_tpr_and_accuracy_within_one_point():
     dense = _summary(0.713, 0.444, 0.8)
     assert pt.goal(dense, _summary(0.766, 0.172))["met"]
@@ -62,8 +68,8 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 def test_merge_joins_configurations_and_recomputes_the_goal(tmp_path):
-    def doc(label, acc, tpr):
-        run = {"seed": 0, "deployed": "pruned", "variants": {}}
+    def doc(label, acc, tpr, seed=0):
+        run = {"seed": seed, "deployed": "pruned", "variants": {"pruned": _variant(acc, tpr), "dense": _variant(0.713, 0.444)}}
         results = {label: {"overrides": {}, "runs": [run], "dense": _summary(0.713, 0.444),
                            "deployed": _summary(acc, tpr)}}
         return {"command": f"run {label}", "total_seconds": 10.0, "machine": {"cpu": "test"}, "results": results,
@@ -80,3 +86,18 @@ def test_merge_joins_configurations_and_recomputes_the_goal(tmp_path):
     assert m["goal_met_by"] == ["dmp (large reference)"] and m["pareto"] == ["dmp (large reference)"]
     assert [f["command"] for f in m["settings"]["merged_from"]] == ["run pruned l1", "run dmp (large reference)"]
     assert out.with_suffix(".png").stat().st_size > 0
+    # one configuration run as one process per seed: the runs are joined and the figures recomputed over seeds
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps(doc("dmp (large reference)", 0.776, 0.19, seed=1)))
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "privacy_tradeoff.py"), "--merge", f"{a},{b},{c}",
+                    "--out", str(out)], check=True, capture_output=True)
+    m = json.loads(out.read_text())
+    dmp = m["results"]["dmp (large reference)"]
+    assert [r["seed"] for r in dmp["runs"]] == [0, 1] and m["settings"]["seeds"] == "0,1"
+    assert dmp["deployed"]["test_accuracy"]["mean"] == pytest.approx(0.771)
+    assert dmp["deployed"]["lira-online-fixed tpr@0.001fpr"]["mean"] == pytest.approx(0.18)
+    assert dmp["deployed"]["lira-online-fixed tpr@0.001fpr"]["ci95"] == pytest.approx(12.706 * 0.01)  # t(1) x sd / sqrt(2)
+    # the same seed twice is refused
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "privacy_tradeoff.py"), "--merge", f"{b},{b}",
+                          "--out", str(tmp_path / "bad.json")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "same seed" in bad.stderr
