@@ -44,7 +44,8 @@ from pathlib import Path
 os.environ.setdefault("EDGEPRUNE_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from privacy_tradeoff import make_recipe, mean_ci, run_one  # noqa: E402
+from privacy_tradeoff import join_seeds, make_recipe, mean_ci, run_one  # noqa: E402
+from privacy_tradeoff import save_json as write  # noqa: E402
 
 SAMIA = "samia"
 ACC = "attack_accuracy"  # at the attacker's own (shadow-chosen) threshold
@@ -138,23 +139,12 @@ def measure(args, out: Path) -> int:
     return report(doc, out)
 
 
-def write(doc: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(out)
-
-
 def merge(parts: list[dict]) -> dict:
     """One document from per-seed result files; a seed present twice for one run is an error."""
     doc = {**parts[0], "parts": [p["command"] for p in parts], "complete": all(p.get("complete") for p in parts),
            "total_seconds": sum(p["total_seconds"] for p in parts), "runs": {}}
     for name in run_names():
-        rows = [r for p in parts for r in p["runs"].get(name, [])]
-        seeds = [r["seed"] for r in rows]
-        if len(set(seeds)) != len(seeds):
-            sys.exit(f"seed given twice for run {name!r}: {seeds}")
-        doc["runs"][name] = sorted(rows, key=lambda r: r["seed"])
+        doc["runs"][name] = join_seeds([r for p in parts for r in p["runs"].get(name, [])], name)
     doc["settings"] = {**parts[0]["settings"], "seeds": ",".join(str(r["seed"]) for r in doc["runs"]["plain"]),
                        "runs": ",".join(n for n in RUNS if doc["runs"][n])}
     return doc

@@ -241,14 +241,8 @@ def main() -> int:
         results = {}
         for d in docs:  # a configuration run in several processes (one per seed): its runs are joined
             for k, v in d["results"].items():
-                if k in results:
-                    runs = sorted(results[k]["runs"] + v["runs"], key=lambda r: r["seed"])
-                    if len({r["seed"] for r in runs}) != len(runs):
-                        sys.exit(f"--merge: configuration {k!r} has the same seed in two files")
-                    results[k] = {**results[k], "runs": runs, "dense": summarise(runs, "dense", ATTACKS),
-                                  "deployed": summarise(runs, "deployed", ATTACKS)}
-                else:
-                    results[k] = v
+                results[k] = config_result(v["overrides"], join_seeds(results[k]["runs"] + v["runs"], k)) \
+                    if k in results else v
         settings = docs[0]["settings"]
         settings["seeds"] = ",".join(sorted({str(r["seed"]) for v in results.values() for r in v["runs"]}, key=int))
         settings["merged_from"] = [{"file": Path(f).name, "command": d["command"], "total_seconds": d["total_seconds"]}
@@ -283,19 +277,35 @@ def main() -> int:
             print(f"{label} seed {seed}: acc {r['variants'][r['deployed']]['test_accuracy']:.3f} LiRA TPR@0.1% "
                   f"{dep['tpr@0.001fpr']} TPR@1% {dep['tpr@0.01fpr']} "
                   f"({r['train_seconds'] + r['audit_seconds']:.0f}s)", file=sys.stderr, flush=True)
-        results[label] = {"overrides": CONFIGS[label], "runs": runs,
-                          "dense": summarise(runs, "dense", ATTACKS),
-                          "deployed": summarise(runs, "deployed", ATTACKS)}
+        results[label] = config_result(CONFIGS[label], runs)
         write(finish(results, args, t_start, machine), out, quiet=True)  # partial results survive a stop
     write(finish(results, args, t_start, machine), out)
     return 0
 
 
+def config_result(overrides: dict, runs: list[dict]) -> dict:
+    """A configuration's runs and its dense / deployed figures over them."""
+    return {"overrides": overrides, "runs": runs, "dense": summarise(runs, "dense", ATTACKS),
+            "deployed": summarise(runs, "deployed", ATTACKS)}
+
+
+def join_seeds(rows: list[dict], name: str) -> list[dict]:
+    """One configuration's runs gathered from several result files (e.g. one process per seed), by seed; the
+    same seed in two files is an error (also used by paper_claims.py --merge)."""
+    seeds = [r["seed"] for r in rows]
+    if len(set(seeds)) != len(seeds):
+        sys.exit(f"seed given twice for {name!r} (the same seed in two files): {sorted(seeds)}")
+    return sorted(rows, key=lambda r: r["seed"])
+
+
+def save_json(doc: dict, out: Path) -> None:
+    from edgeprune.run import atomic_write_bytes
+
+    atomic_write_bytes(out, json.dumps(doc, indent=2).encode())
+
+
 def write(doc: dict, out: Path, quiet: bool = False) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(out)
+    save_json(doc, out)
     if quiet:
         return
     _plot(doc, out.with_suffix(".png"))
