@@ -91,6 +91,11 @@ class DefenseConfig:
     max_grad_norm: float = 1.0  # dpsgd: per-sample clipping norm
     delta: float | None = None  # dpsgd: target delta (default 1 / members)
     temperature: float = 4.0  # dmp / distill-reg: softmax temperature
+    # dmp: weight of the cross-entropy on the reference samples' own labels, beside the teacher's soft labels
+    # (Hinton et al.'s distillation with ground truth; the defender's data, no member in it). 0 = DMP as
+    # published (soft labels only); 1 = the reference data alone, no teacher: what the teacher adds.
+    # Other defenses ignore it (as they ignore temperature)
+    hard_labels: float = 0.0
     scope: str = "finetune"  # finetune | train (the dense model's training) | both
     upper: float | None = None  # relaxloss: confidence clamp; None = the data set's published default
 

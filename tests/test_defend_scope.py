@@ -205,6 +205,55 @@ def test_dmp_student_never_sees_a_member_gradient(small):
                                                            * F.log_softmax(predict_logits(teacher, xr), 1)).sum(1)).max() - 1e-5
 
 
+def test_dmp_hard_labels_mix_the_reference_labels_and_at_one_drop_the_teacher(small):
+    """hard_labels w: (1 - w) * distillation + w * cross-entropy on the reference samples' own labels; at 1 the
+    teacher is never called; the members stay unseen (NaN); outside [0, 1]: a clear error (like temperature,
+    other defenses ignore it: a tune's base recipe may carry it)."""
+    teacher = _mlp()
+    train(teacher, *small["members"], TrainConfig(epochs=10), seed=0)
+    xm, ym = small["members"]
+    xr, yr = small["reference"]
+    logits = _mlp(5)(xr[:50])
+    ce = F.cross_entropy(logits, yr[:50])
+    soft = build(DefenseConfig(name="dmp"), reference=small["reference"], teacher=teacher).loss(
+        None, xr[:50], yr[:50], logits, ce, Step(0, 0))
+    d = build(DefenseConfig(name="dmp", hard_labels=0.25), reference=small["reference"], teacher=teacher)
+    xs, ys = d.training_set(xm, ym)
+    assert torch.equal(ys, yr)  # the reference data's own labels, not the teacher's argmax
+    torch.testing.assert_close(d.loss(None, xr[:50], yr[:50], logits, ce, Step(0, 0)), 0.75 * soft + 0.25 * ce)
+    calls = []
+    teacher.register_forward_hook(lambda *a: calls.append(1))
+    only = build(DefenseConfig(name="dmp", hard_labels=1.0), reference=small["reference"], teacher=teacher, seed=3)
+    student = _mlp(5)
+    train(student, torch.full_like(xm, float("nan")), ym, TrainConfig(epochs=10), seed=0, defense=only)
+    # one teacher call: the entropy ranking of the reference data before training, none per batch
+    assert calls == [1] and all(torch.isfinite(p).all() for p in student.parameters())
+    xt, yt = small["test"]
+    assert (predict_logits(student, xt).argmax(1) == yt).float().mean() > 0.8
+    assert only.info()["hard_labels"] == 1.0 and only.info()["member_gradients"] == 0
+    for bad in (1.5, -0.1):
+        with pytest.raises(ConfigError, match="hard_labels"):
+            from_dict(Recipe, {"defense": {"name": "dmp", "hard_labels": bad}}).validate()
+
+
+def test_compress_with_a_dmp_hard_labels_recipe_end_to_end(tmp_path):
+    """A recipe's defense.hard_labels reaches the fine-tuning: the run records it, no member gradient."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("defense: {name: dmp, reference_samples: 600, hard_labels: 0.5}\n")
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["compress", "mlp", "--data", "digits", "--recipe", str(recipe), "--epochs", "4",
+                              "--finetune-epochs", "8", "--quant", "none", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    ft = json.loads((out / "manifest.json").read_text())["stages"]["finetune"]["results"]
+    assert ft["defense"]["defense"] == "dmp" and ft["defense"]["hard_labels"] == 0.5
+    assert ft["defense"]["member_gradients"] == 0 and ft["defense"]["reference_samples_used"] == 600
+    assert ft["test_accuracy"] > 0.7  # digits: the student learns from 600 reference samples
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("defense: {name: dmp, hard_labels: 2}\n")
+    res = runner.invoke(app, ["compress", "mlp", "--data", "digits", "--recipe", str(bad), "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "hard_labels" in res.output and "Traceback" not in res.output
+
+
 def test_dmp_starts_from_scratch_even_after_pruning(small):
     teacher = _mlp()
     train(teacher, *small["members"], TrainConfig(epochs=3), seed=0)

@@ -38,6 +38,8 @@ def check_config(cfg) -> None:
         raise ConfigError("defense reference_samples must be >= 0, max_grad_norm and temperature > 0")
     if cfg.upper is not None and not 0 < cfg.upper <= 1:
         raise ConfigError(f"defense upper (relaxloss confidence clamp) must be in (0, 1], got {cfg.upper}")
+    if not 0.0 <= cfg.hard_labels <= 1.0:
+        raise ConfigError(f"defense hard_labels (dmp: weight of the reference labels) must be in [0, 1], got {cfg.hard_labels}")
     if cfg.delta is not None and not 0 < cfg.delta < 1:
         raise ConfigError(f"defense delta must be in (0, 1), got {cfg.delta}")
 
