@@ -62,6 +62,15 @@ CONFIGS = {
     # reference samples; chosen over train:2 on the validation split, never on the audited non-members)
     "dmp (large reference + long student)": {"defense": {"name": "dmp", "reference_samples": "pool:0.8"},
                                              "finetune": {"epochs": "train:4", "lr": 1e-3}},
+    # DMP with the reference samples' own labels mixed in (defense.hard_labels 0.5: Hinton-style distillation
+    # with ground truth; still no member in the loss), and the reference data alone (hard_labels 1: no
+    # teacher), the baseline that says how much of a DMP student's accuracy and leakage its teacher brings
+    "dmp (large reference + hard labels 0.5)": {
+        "defense": {"name": "dmp", "reference_samples": "pool:0.8", "hard_labels": 0.5},
+        "finetune": {"epochs": "train:2", "lr": 1e-3}},
+    "reference data only (no teacher)": {
+        "defense": {"name": "dmp", "reference_samples": "pool:0.8", "hard_labels": 1.0},
+        "finetune": {"epochs": "train:2", "lr": 1e-3}},
 }
 ATTACKS = ["loss", "lira-online-fixed"]
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -230,6 +239,9 @@ def main() -> int:
                     help="FPR of the goal's LiRA TPR (0.01 where 0.1%% is below resolution: < 5,000 non-members)")
     ap.add_argument("--merge", default=None, help="comma-separated result JSONs of this script (same settings but "
                     "--configs / --seeds): join their configurations into --out instead of running")
+    ap.add_argument("--keep-signals", default="", help="keep each run's signal cache under DIR/<config>/seed<S> "
+                    "with a manifest.json naming the target's and every reference model's logits on the "
+                    "candidates (for benchmarks/check_privacy_tradeoff.py)")
     ap.add_argument("--out", default="benchmarks/results/privacy_tradeoff_cpu.json")
     args = ap.parse_args()
 
@@ -266,9 +278,12 @@ def main() -> int:
         runs = []
         for seed in seeds:
             work = Path(tempfile.mkdtemp())
+            keep = Path(args.keep_signals) / slug(label) / f"seed{seed}" if args.keep_signals else None
             try:
                 recipe = make_recipe(base, CONFIGS[label], seed, pool, args.max_reference_samples)
-                r = run_one(recipe, ATTACKS, 0, args.references, work)
+                r = run_one(recipe, ATTACKS, 0, args.references, work, cache=keep / "cache" if keep else None)
+                if keep:
+                    write_manifest(keep, label, recipe, args.references)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             r["recipe"] = recipe.to_dict()
@@ -281,6 +296,46 @@ def main() -> int:
         write(finish(results, args, t_start, machine), out, quiet=True)  # partial results survive a stop
     write(finish(results, args, t_start, machine), out)
     return 0
+
+
+def slug(label: str) -> str:
+    """A configuration label as a directory name."""
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in label).strip("_")
+
+
+def write_manifest(keep: Path, label: str, recipe, references: int, max_samples: int = 5000) -> None:
+    """Where one run's LiRA inputs lie in its signal cache (file names are hashes of model and sample keys):
+    the target's logits on the audit candidates per variant, which candidates are members, and every
+    reference model's logits on the same candidates with the candidates it trained on."""
+    from edgeprune.attack.attackers import model_key
+    from edgeprune.attack.audit import pick_candidates, pipeline_key, reference_membership, reference_tag
+    from edgeprune.attack.signals import SignalCache, sample_key
+    from edgeprune.data import load_dataset, make_split
+    from edgeprune.pipeline import quant_variant
+
+    ds = load_dataset(recipe.data)
+    split = make_split(ds, recipe.seed, recipe.split.member_fraction, recipe.split.max_members)
+    key = pipeline_key(recipe, split.hash())
+    cand = pick_candidates(split, max_samples, recipe.seed)
+    ck = sample_key(cand.idx, "candidates")
+    cache = SignalCache(keep / "cache")
+    variants = ["dense", "pruned"] + ([quant_variant(recipe)] if quant_variant(recipe) else [])
+
+    def rel(model: str) -> str:  # the audit's attacks here need no sensitivity: the entry without it
+        return str(cache._path(model, ck, False).relative_to(keep))
+
+    ref_in = reference_membership(references, cand.idx.size, recipe.seed)
+    man = {"config": label, "seed": recipe.seed, "variants": variants, "candidate_index": cand.idx.tolist(),
+           "is_member": cand.is_member.astype(int).tolist(),
+           "targets": {v: rel(f"target-{v}-{key}") for v in variants},
+           "references": [{"is_in": ref_in[r].astype(int).tolist(),
+                           "signals": {v: rel(model_key(reference_tag(r, recipe.seed, ck), v, key)) for v in variants}}
+                          for r in range(references)]}
+    missing = [p for p in [*man["targets"].values(), *(p for r in man["references"] for p in r["signals"].values())]
+               if not (keep / p).is_file()]
+    if missing:
+        raise RuntimeError(f"signals named in the manifest are not in the cache: {missing[:3]}")
+    save_json(man, keep / "manifest.json")
 
 
 def config_result(overrides: dict, runs: list[dict]) -> dict:
@@ -361,8 +416,10 @@ def _plot(doc: dict, path: Path) -> None:
     k = doc.get("goal_metric", "lira-online-fixed tpr@0.001fpr")
     fig, ax = plt.subplots(figsize=(7, 4.8))
     d = doc["dense_undefended"]
-    ax.errorbar([d["test_accuracy"]["mean"]], [d[k]["mean"]], xerr=[d["test_accuracy"]["ci95"]],
-                yerr=[d[k]["ci95"]], fmt="s", c="black", label="dense (undefended)")
+    if k in d:  # below resolution in some seed (too few non-members): no dense point and no TPR goal line
+        ax.errorbar([d["test_accuracy"]["mean"]], [d[k]["mean"]], xerr=[d["test_accuracy"]["ci95"]],
+                    yerr=[d[k]["ci95"]], fmt="s", c="black", label="dense (undefended)")
+        ax.axhline(d[k]["mean"] / 2, ls="--", c="grey", lw=0.8, label="goal: half the dense TPR")
     for label, r in doc["results"].items():
         s = r["deployed"]
         if k not in s:  # below resolution in some seed: no point to draw
@@ -371,7 +428,6 @@ def _plot(doc: dict, path: Path) -> None:
                     yerr=[s[k]["ci95"]], fmt="*" if label in doc["pareto"] else "o", capsize=2)
         ax.annotate(label, (s["test_accuracy"]["mean"], s[k]["mean"]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
-    ax.axhline(d[k]["mean"] / 2, ls="--", c="grey", lw=0.8, label="goal: half the dense TPR")
     ax.axvline(d["test_accuracy"]["mean"] - 0.01, ls=":", c="grey", lw=0.8, label="goal: dense accuracy - 1 pt")
     ax.set_xlabel("test accuracy (deployed variant)")
     ax.set_ylabel(f"LiRA (fixed variance) TPR @ {float(k.split('@')[1][:-3]):.1%} FPR")

@@ -1,6 +1,7 @@
 """benchmarks/privacy_tradeoff.py's bookkeeping: relative recipe values, the goal check, the Pareto front."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,33 @@ def test_merge_joins_configurations_and_recomputes_the_goal(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "privacy_tradeoff.py"), "--merge", f"{b},{b}",
                           "--out", str(tmp_path / "bad.json")], capture_output=True, text=True)
     assert bad.returncode != 0 and "same seed" in bad.stderr
+
+
+def test_kept_signals_let_an_independent_check_recompute_lira(tmp_path):
+    """--keep-signals names the target's and every reference model's logits; check_privacy_tradeoff.py
+    (numpy + scikit-learn only) recomputes LiRA and the loss attack from them and agrees with the audit; a
+    figure changed in the results makes it fail."""
+    out, keep = tmp_path / "res.json", tmp_path / "signals"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "privacy_tradeoff.py"), "--data", "purchase-synth:2000",
+                    "--epochs", "2", "--finetune-epochs", "1", "--references", "4", "--seeds", "0",
+                    "--configs", "pruned l1", "--keep-signals", str(keep), "--out", str(out)],
+                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    man = json.loads((keep / "pruned_l1" / "seed0" / "manifest.json").read_text())
+    assert man["variants"] == ["dense", "pruned", "pruned+int8"] and len(man["references"]) == 4
+    assert sum(man["is_member"]) == 500 and len(man["candidate_index"]) == 1000
+    ref_in = [r["is_in"] for r in man["references"]]
+    assert all(a + b == 1 for a, b in zip(ref_in[0], ref_in[1], strict=True))  # complementary halves
+    check = ROOT / "benchmarks" / "check_privacy_tradeoff.py"
+    ok = subprocess.run([sys.executable, str(check), "--signals", str(keep), "--results", str(out),
+                         "--out", str(tmp_path / "check.json")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    doc = json.loads((tmp_path / "check.json").read_text())
+    row = doc["runs"][0]["variants"]["pruned+int8"]
+    assert doc["agrees"] and row["audit"]["auc"] == pytest.approx(row["reported"]["auc"], abs=1e-9)
+    assert 0.5 < row["audit"]["auc"] <= 1.0
+    res = json.loads(out.read_text())
+    res["results"]["pruned l1"]["runs"][0]["variants"]["pruned+int8"]["attacks"]["lira-online-fixed"]["auc"] += 0.01
+    out.write_text(json.dumps(res))
+    bad = subprocess.run([sys.executable, str(check), "--signals", str(keep), "--results", str(out),
+                          "--out", str(tmp_path / "check2.json")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "DISAGREE" in bad.stdout

@@ -239,6 +239,23 @@ def shadow_samples(pool: np.ndarray, n_members: int, max_samples: int, reference
     return in_idx, ev, is_in, rest
 
 
+def reference_membership(references: int, n_candidates: int, seed: int) -> np.ndarray:
+    """(references, candidates) bool: which candidates reference model r trains on. Pairs of complementary
+    random halves (r even: a fresh half, r odd: its complement), so every candidate is IN for half of them."""
+    ref_in = np.zeros((references, n_candidates), bool)
+    for r in range(references):
+        if r % 2 == 0:
+            half = np.zeros(n_candidates, bool)
+            half[np.random.default_rng(seed + 2000 + r).permutation(n_candidates)[: n_candidates // 2]] = True
+        ref_in[r] = half if r % 2 == 0 else ~half
+    return ref_in
+
+
+def reference_tag(r: int, seed: int, candidates_key: str) -> str:
+    """The name reference model r's signals are cached under (with the variant and the pipeline key)."""
+    return f"ref{r}-s{seed}-{candidates_key}"
+
+
 @dataclass
 class _AttackerModels:
     shadows: dict[str, list[ShadowSet]]
@@ -366,16 +383,11 @@ def _attacker_models(factory, ds, split, plan, cand, ck, pop_idx, pk, want_shado
                                     [(ev, sample_key(ev, f"shadow{i}"), with_sens)],
                                     reference_from=rest if fac_ref_n else None))
     # --- references: complementary halves of the candidates; reference data never RMIA's population ------
-    ref_in = np.zeros((plan.references if want_refs else 0, cand.idx.size), bool)
+    ref_in = reference_membership(plan.references if want_refs else 0, cand.idx.size, plan.seed)
     if want_refs:
         ref_from = np.setdiff1d(split.pool, pop_idx) if fac_ref_n else None
         for r in range(plan.references):
-            if r % 2 == 0:
-                perm = np.random.default_rng(plan.seed + 2000 + r).permutation(cand.idx.size)
-                half = np.zeros(cand.idx.size, bool)
-                half[perm[: cand.idx.size // 2]] = True
-            ref_in[r] = half if r % 2 == 0 else ~half
-            jobs.append(AttackerJob("references", f"ref{r}-s{plan.seed}-{ck}", np.sort(cand.idx[ref_in[r]]),
+            jobs.append(AttackerJob("references", reference_tag(r, plan.seed, ck), np.sort(cand.idx[ref_in[r]]),
                                     plan.seed + 2000 + r, [(cand.idx, ck, False), (pop_idx, pk, False)],
                                     reference_from=ref_from))
     execution = {}
