@@ -248,6 +248,7 @@ def test_compress_with_a_dmp_hard_labels_recipe_end_to_end(tmp_path):
     assert ft["defense"]["defense"] == "dmp" and ft["defense"]["hard_labels"] == 0.5
     assert ft["defense"]["member_gradients"] == 0 and ft["defense"]["reference_samples_used"] == 600
     assert ft["test_accuracy"] > 0.7  # digits: the student learns from 600 reference samples
+    assert "defense dmp:1.0 + reference labels 0.5" in (out / "report.md").read_text()
     bad = tmp_path / "bad.yaml"
     bad.write_text("defense: {name: dmp, hard_labels: 2}\n")
     res = runner.invoke(app, ["compress", "mlp", "--data", "digits", "--recipe", str(bad), "-o", str(tmp_path / "x")])

@@ -176,6 +176,8 @@ def _defense(manifest: dict) -> str:
         return "none"
     info = manifest.get("stages", {}).get("finetune", {}).get("results", {}).get("defense", {})
     text = f"{d['name']}:{info.get('strength', d.get('strength'))}"
+    if d["name"] == "dmp" and d.get("hard_labels"):  # the reference labels' share of the student's loss
+        text += f" + reference labels {d['hard_labels']:g}"
     if "epsilon" in info:
         text += f" (epsilon {info['epsilon']:.2f} at delta {info['delta']:.1e}, {info['scope']})"
     return text
