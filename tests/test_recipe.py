@@ -42,8 +42,8 @@ def test_shipped_example_recipes_load(name):
         assert (r.prune.method, r.prune.sparsity, r.quant.mode) == ("structured", 0.5, "int8")
         assert r.defense.name == "dmp" and r.audit.references >= 16 and r.audit.seeds >= 3
         assert r.finetune.epochs == 2 * r.train.epochs  # the student trains twice as long as its teacher
-        # Location's (labelled reference data): half distillation, half the reference labels; the others: DMP
-        assert r.defense.hard_labels == (0.5 if name == "private-location.yaml" else 0.0)
+        # Location and CIFAR-10 (labelled reference data): half distillation, half the labels; purchase: DMP
+        assert r.defense.hard_labels == (0.0 if name == "private-purchase.yaml" else 0.5)
 
 
 def test_quant_reduce_range_is_auto_true_or_false(tmp_path):
