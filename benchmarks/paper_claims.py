@@ -44,7 +44,7 @@ from pathlib import Path
 os.environ.setdefault("EDGEPRUNE_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from privacy_tradeoff import join_seeds, make_recipe, mean_ci, run_one  # noqa: E402
+from privacy_tradeoff import audit_keys, join_seeds, make_recipe, mean_ci, run_one, save_manifest  # noqa: E402
 from privacy_tradeoff import save_json as write  # noqa: E402
 
 SAMIA = "samia"
@@ -156,15 +156,10 @@ def write_manifest(keep: Path, recipe, attacks: list[str], args) -> None:
     import numpy as np
 
     from edgeprune.attack.attackers import model_key
-    from edgeprune.attack.audit import needs_of, pick_candidates, pipeline_key, shadow_samples
+    from edgeprune.attack.audit import needs_of, shadow_samples
     from edgeprune.attack.signals import SignalCache, sample_key
-    from edgeprune.data import load_dataset, make_split
 
-    ds = load_dataset(recipe.data)
-    split = make_split(ds, recipe.seed, recipe.split.member_fraction, recipe.split.max_members)
-    key = pipeline_key(recipe, split.hash())
-    cand = pick_candidates(split, args.max_samples, recipe.seed)
-    ck = sample_key(cand.idx, "candidates")
+    split, key, cand, ck = audit_keys(recipe, args.max_samples)
     sens = "sensitivity" in needs_of(attacks)
     cache = SignalCache(keep / "cache")
     variants = ["dense", "pruned", "pruned+int8"]
@@ -178,12 +173,8 @@ def write_manifest(keep: Path, recipe, attacks: list[str], args) -> None:
         man["shadows"].append({"is_in": is_in.astype(int).tolist(), "signals": {
             v: str(cache._path(model_key(f"shadow{i}-s{recipe.seed}", v, key), sk, sens).relative_to(keep))
             for v in variants}})
-    missing = [p for p in [*man["targets"].values(), *(p for s in man["shadows"] for p in s["signals"].values())]
-               if not (keep / p).is_file()]
-    if missing:
-        raise RuntimeError(f"signals named in the manifest are not in the cache: {missing[:3]}")
     assert np.asarray(man["is_member"]).sum() == cand.is_member.sum()
-    (keep / "manifest.json").write_text(json.dumps(man))
+    save_manifest(keep, man, [*man["targets"].values(), *(p for s in man["shadows"] for p in s["signals"].values())])
 
 
 # --- evaluation ---------------------------------------------------------------------------------------

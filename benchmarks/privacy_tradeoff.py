@@ -83,7 +83,9 @@ def base_recipe(args) -> dict:
             "prune": {"sparsity": args.sparsity, "criterion": "l1"},
             "quant": {"mode": args.quant},
             "defense": {"reference_samples": args.reference_samples},
-            "split": {"member_fraction": args.member_fraction, "max_members": args.max_members}}
+            # paper_claims.py shares this base and has no split options: the recipe's defaults there
+            "split": {"member_fraction": getattr(args, "member_fraction", 0.25),
+                      "max_members": getattr(args, "max_members", None)}}
 
 
 def make_recipe(base: dict, overrides: dict, seed: int, pool_size: int | None = None,
@@ -308,16 +310,11 @@ def write_manifest(keep: Path, label: str, recipe, references: int, max_samples:
     the target's logits on the audit candidates per variant, which candidates are members, and every
     reference model's logits on the same candidates with the candidates it trained on."""
     from edgeprune.attack.attackers import model_key
-    from edgeprune.attack.audit import pick_candidates, pipeline_key, reference_membership, reference_tag
-    from edgeprune.attack.signals import SignalCache, sample_key
-    from edgeprune.data import load_dataset, make_split
+    from edgeprune.attack.audit import reference_membership, reference_tag
+    from edgeprune.attack.signals import SignalCache
     from edgeprune.pipeline import quant_variant
 
-    ds = load_dataset(recipe.data)
-    split = make_split(ds, recipe.seed, recipe.split.member_fraction, recipe.split.max_members)
-    key = pipeline_key(recipe, split.hash())
-    cand = pick_candidates(split, max_samples, recipe.seed)
-    ck = sample_key(cand.idx, "candidates")
+    _, key, cand, ck = audit_keys(recipe, max_samples)
     cache = SignalCache(keep / "cache")
     variants = ["dense", "pruned"] + ([quant_variant(recipe)] if quant_variant(recipe) else [])
 
@@ -331,8 +328,25 @@ def write_manifest(keep: Path, label: str, recipe, references: int, max_samples:
            "references": [{"is_in": ref_in[r].astype(int).tolist(),
                            "signals": {v: rel(model_key(reference_tag(r, recipe.seed, ck), v, key)) for v in variants}}
                           for r in range(references)]}
-    missing = [p for p in [*man["targets"].values(), *(p for r in man["references"] for p in r["signals"].values())]
-               if not (keep / p).is_file()]
+    save_manifest(keep, man, [*man["targets"].values(), *(p for r in man["references"] for p in r["signals"].values())])
+
+
+def audit_keys(recipe, max_samples: int):
+    """What the audit of a run names its cached signals by: the split, the pipeline key, the candidates and
+    their sample key (also used by paper_claims.py's manifest)."""
+    from edgeprune.attack.audit import pick_candidates, pipeline_key
+    from edgeprune.attack.signals import sample_key
+    from edgeprune.data import load_dataset, make_split
+
+    ds = load_dataset(recipe.data)
+    split = make_split(ds, recipe.seed, recipe.split.member_fraction, recipe.split.max_members)
+    cand = pick_candidates(split, max_samples, recipe.seed)
+    return split, pipeline_key(recipe, split.hash()), cand, sample_key(cand.idx, "candidates")
+
+
+def save_manifest(keep: Path, man: dict, paths: list[str]) -> None:
+    """Write keep/manifest.json after checking that every signal file it names is in the cache."""
+    missing = [p for p in paths if not (keep / p).is_file()]
     if missing:
         raise RuntimeError(f"signals named in the manifest are not in the cache: {missing[:3]}")
     save_json(man, keep / "manifest.json")

@@ -1,5 +1,6 @@
 """benchmarks/paper_claims.py's verdicts: paired per-seed differences, intervals, threat models, merging."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -72,3 +73,24 @@ def test_evaluate_and_merge_over_per_seed_files():
         pc.merge([part(0), part(0)])
     only_plain = pc.evaluate({"plain": doc["runs"]["plain"]})  # --runs plain: the claims it supports
     assert {c["paper"] for c in only_plain} == {"Yuan & Zhang '22", "Famili & Lao '23"} and len(only_plain) == 4
+
+
+def test_a_small_measurement_keeps_signals_that_the_independent_check_agrees_with(tmp_path):
+    """paper_claims.py end to end (one seed, the plain run): it measures, writes the manifest of its kept
+    signals, and check_paper_claims.py recomputes the same figures from them (the shared base recipe of
+    privacy_tradeoff.py once broke this path)."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    res, sig = tmp_path / "res.json", tmp_path / "sig"
+    run = subprocess.run([sys.executable, str(root / "paper_claims.py"), "--seeds", "0", "--data", "purchase-synth:2000",
+                          "--epochs", "2", "--finetune-epochs", "1", "--shadows", "2", "--max-samples", "300",
+                          "--runs", "plain", "--keep-signals", str(sig), "--out", str(res)],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    man = json.loads((sig / "seed0" / "manifest.json").read_text())
+    assert len(man["shadows"]) == 2 and sum(man["is_member"]) == 300
+    check = subprocess.run([sys.executable, str(root / "check_paper_claims.py"), "--signals", str(sig / "seed0"),
+                            "--results", str(res), "--out", str(tmp_path / "check.json")], capture_output=True, text=True)
+    assert check.returncode == 0 and "AGREE" in check.stdout, check.stdout + check.stderr
