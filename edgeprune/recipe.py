@@ -138,6 +138,12 @@ class ExecConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    device: str = "auto"  # auto (a GPU where CUDA exists, else the CPU) | cpu | cuda | cuda:N
+    amp: bool = False  # bf16 autocast on a GPU (ignored on the CPU)
+
+
+@dataclass
 class BenchConfig:
     batches: list[int] = field(default_factory=lambda: [1, 32])
     threads: int = 1  # onnxruntime intra-op threads; 0 lets onnxruntime choose
@@ -163,6 +169,7 @@ class Recipe:
     audit: AuditConfig = field(default_factory=AuditConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     exec: ExecConfig = field(default_factory=ExecConfig)  # where the work runs (not part of cache keys)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # the device every model trains on
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -263,6 +270,9 @@ class Recipe:
                               f"got {short(self.exec.batch_training)}")
         if self.exec.task_gpus is not None and self.exec.task_gpus < 0:
             raise ConfigError(f"exec task_gpus must be >= 0, got {short(self.exec.task_gpus)}")
+        from edgeprune.runtime import check_device
+
+        check_device(self.runtime.device)
         if names:
             self._check_names()
         return self

@@ -210,8 +210,9 @@ class Run:
         self.final = Path(path).expanduser().resolve()
         self.staging = self.final.parent / f".{self.final.name}.partial"
         self.recipe = recipe
-        # where the work runs (recipe "exec") does not make a different run: resuming on Ray is allowed
-        what = {k: v for k, v in recipe.items() if k != "exec"}
+        # where the work runs (recipe "exec", "runtime") does not make a different run: resuming on Ray or on
+        # another device is allowed (the manifest records the device each stage ran on)
+        what = {k: v for k, v in recipe.items() if k not in ("exec", "runtime")}
         self.recipe_hash = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
         self.lock = RunLock(self.final).acquire()  # before looking at anything: another process may own it
         try:
