@@ -45,9 +45,14 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _guard(fn, *args, **kwargs):
+RESUME = "rerun with --resume to continue"
+AGAIN = "run the same command again"
+
+
+def _guard(fn, *args, interrupted: str = AGAIN, out: Path | None = None, **kwargs):
     """Run ``fn``; a UserError becomes one red line and exit code 2, and so does a file-system error on a
-    path the user named (unwritable -o, a file where a directory should be, a full disk)."""
+    path the user named (unwritable -o, a file where a directory should be) and a full disk anywhere (named
+    by the path that was written, else ``out``). Ctrl-C says ``interrupted``: how to continue this command."""
     from edgeprune.errors import UserError
 
     try:
@@ -55,11 +60,30 @@ def _guard(fn, *args, **kwargs):
     except UserError as e:
         _fail(str(e))
     except KeyboardInterrupt:
-        _fail("interrupted; rerun with --resume to continue", code=130)
-    except OSError as e:
-        if e.filename is None:
+        _fail(f"interrupted; {interrupted}", code=130)
+    except Exception as e:
+        full = _disk_full(e)
+        if full is not None:
+            where = full.filename or out or "the output"
+            _fail(f"no space left on the device writing {where}; free some space, then {interrupted}")
+        if not isinstance(e, OSError) or e.filename is None:
             raise
         _fail(f"{e.strerror or type(e).__name__}: {e.filename}")
+
+
+def _disk_full(e: BaseException) -> OSError | None:
+    """The full-disk (or over-quota) OSError behind ``e``, also when a library wrapped it, else None."""
+    import errno
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e
+        if "No space left on device" in str(e):
+            return OSError(errno.ENOSPC, "No space left on device")
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _check_out(path: Path, what: str = "-o") -> None:
@@ -70,6 +94,8 @@ def _check_out(path: Path, what: str = "-o") -> None:
     from edgeprune.errors import ConfigError
 
     p = Path(path).expanduser().absolute()
+    if p.is_symlink():  # dangling or not: its target is not where the user said to write
+        raise ConfigError(f"{what} {path} is a symbolic link; name a real path (edgeprune does not write through links)")
     parent = p.parent
     while not parent.exists():
         parent = parent.parent
@@ -134,7 +160,7 @@ def compress(
         con.print(to_rich(report))
         con.print(f"run directory: {_esc(run_dir)}  (report.md, report.json, manifest.json)")
 
-    _guard(go)
+    _guard(go, interrupted=RESUME, out=out)
 
 
 @app.command()
@@ -213,7 +239,7 @@ def audit(
         con.print(f"training attacker models {t['shadow_and_reference_training_s']:.1f}s, signals {t['signals_s']:.1f}s, "
                   f"attacks {t['attacks_s']:.1f}s; plots: {_esc(where)}/audit_roc.png, {_esc(where)}/audit_per_class.png")
 
-    _guard(go)
+    _guard(go, interrupted="run the same audit again (the run or -o is as it was)", out=out or Path(target))
 
 
 def _check_audit_target(target: str) -> None:
@@ -310,7 +336,7 @@ def export(
                                  f"{_esc(f['message'])}[/]")
         _console().print(f"written to {_esc(run_dir / 'export')}")
 
-    _guard(go)
+    _guard(go, interrupted="run the same export again (the run is as it was)", out=run_dir)
 
 
 @app.command()
@@ -337,7 +363,7 @@ def bundle(
         path = api.bundle_run(run_dir, out, precisions, batch, dynamic_batch, log=_log)
         _console().print(f"bundle: {_esc(path)}  (copy it to the device, then ./build_engine.sh && ./bench.sh)")
 
-    _guard(go)
+    _guard(go, interrupted="run the same bundle command again (-o is as it was)", out=out)
 
 
 @app.command("bench")
@@ -392,7 +418,7 @@ def bench_cmd(
             _console().print(t)
         _console().print(f"appended to {_esc(out)}")
 
-    _guard(go)
+    _guard(go, interrupted="run the same bench again (the run is as it was)", out=target)
 
 
 @app.command()
@@ -448,7 +474,7 @@ def report(
         paths = write_report(run_dirs, out)
         _console().print(_esc(f"report: {paths['html']}  ({paths['markdown'].name}, {paths['json'].name})"))
 
-    _guard(go)
+    _guard(go, out=out)
 
 
 @app.command()
@@ -587,7 +613,7 @@ def prune(
         _console().print(t)
         _console().print(_esc(f"plan: {res['run_dir']}/plan.json  (ONNX verified: {res['onnx_verified']})"))
 
-    _guard(go)
+    _guard(go, interrupted=RESUME, out=out)
 
 
 @app.command()
@@ -667,7 +693,7 @@ def tune(
         con.print(_esc(res["verdict"]))
         con.print(f"tune directory: {_esc(out)}  (tune.json, tune_pareto.png, trials/)")
 
-    _guard(go)
+    _guard(go, interrupted="run the same tune command again (finished trials are reused)", out=out)
 
 
 TUNE_KEYS = ("method", "criterion", "sparsity", "defense", "quant")

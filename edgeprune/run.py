@@ -48,6 +48,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a failed write() names no file: name the one being written (a full disk)
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -149,52 +154,128 @@ def _holder(fd: int) -> int | None:
 OUTPUT_MARKER = ".edgeprune-output.json"
 
 
-def check_output_dir(out: Path, kind: str) -> None:
+def output_path(out: str | Path) -> Path:
+    """``out`` made absolute with its parent resolved. A symbolic link (dangling or not) as the output itself is
+    refused: a link's target is not where the user said to write, and a dangling one would be created there."""
+    p = Path(os.path.abspath(Path(out).expanduser()))
+    if p.is_symlink():
+        raise RunDirError(f"{out} is a symbolic link; name a real directory as -o (edgeprune does not write "
+                          f"through links)")
+    return p.parent.resolve() / p.name
+
+
+def _tree_files(root: Path) -> list[str]:
+    """Every file (and link) under ``root``, relative, ``/``-separated; links are not followed."""
+    found = []
+    for here, dirs, files in os.walk(root):
+        base = Path(here)
+        names = files + [d for d in dirs if (base / d).is_symlink()]
+        found += [(base / n).relative_to(root).as_posix() for n in names]
+    return sorted(found)
+
+
+def check_output_dir(out: Path, kind: str) -> list[str]:
     """``out`` may be written by a command of ``kind`` when it is absent, an empty directory, or this kind's
-    own earlier output (it carries OUTPUT_MARKER); anything else is the user's and is never replaced."""
+    own earlier output (it carries OUTPUT_MARKER, which lists the files it wrote and their sha256); anything
+    else is the user's and is never replaced. Returns the files that were added to the earlier output since
+    (a user's notes, ``deploy``'s ``results/``): replacing the output keeps them."""
     out = Path(out)
-    if not out.exists() and not out.is_symlink():
-        return
-    if not out.is_dir() or out.is_symlink():
+    if out.is_symlink():
+        raise RunDirError(f"{out} is a symbolic link; name a real directory as -o (edgeprune does not write "
+                          f"through links)")
+    if not out.exists():
+        return []
+    if not out.is_dir():
         raise RunDirError(f"{out} exists and is not a directory; choose another -o")
     if not any(out.iterdir()):
-        return
+        return []
     marker = out / OUTPUT_MARKER
     try:
-        own = json.loads(marker.read_text()).get("kind") == kind
-    except (OSError, ValueError, AttributeError):
-        own = False
-    if not own:
+        info = json.loads(marker.read_text()) if marker.is_file() and not marker.is_symlink() else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        info = None
+    if not isinstance(info, dict) or info.get("kind") != kind:
         what = "an edgeprune run" if (out / MANIFEST).is_file() and not marker.exists() else "not empty"
         raise RunDirError(f"{out} exists and is {what}, not an earlier {kind} output; choose a new or empty "
                           f"directory for -o (edgeprune never deletes files it did not write)")
+    own = info.get("files")
+    if not isinstance(own, dict):
+        raise RunDirError(f"{out} was written by an edgeprune that did not record its files, so what was added "
+                          f"to it since cannot be told apart; move it away or choose another -o")
+    added = []
+    for rel in _tree_files(out):
+        if rel == OUTPUT_MARKER:
+            continue
+        p = out / rel
+        if rel not in own:
+            added.append(rel)
+        elif p.is_symlink() or not p.is_file() or sha256_file(p) != own[rel]:
+            raise RunDirError(f"{p} was changed since `{kind}` wrote it; move it away (edgeprune never deletes "
+                              f"files it did not write) or choose another -o")
+    return added
+
+
+def _clash(tmp: Path, added: list[str]) -> str | None:
+    """An added file the new output would overwrite (or whose folder is one of the new output's files)."""
+    for rel in added:
+        parts = Path(rel).parts
+        for i in range(1, len(parts) + 1):
+            p = tmp.joinpath(*parts[:i])
+            if p.is_symlink() or (p.exists() and (i == len(parts) or not p.is_dir())):
+                return rel
+    return None
 
 
 @contextlib.contextmanager
 def staged_dir(out: Path, kind: str):
     """Yield a temp dir beside ``out``; on success it replaces ``out`` (only if ``out`` is absent, empty or
-    this kind's own earlier output), on error it is removed. ``out`` is locked meanwhile."""
-    out = Path(out).expanduser().resolve()
+    this kind's own earlier output), on error it is removed. ``out`` is locked meanwhile. Files added to an
+    earlier output since it was written are moved into the new one; the earlier output is moved aside under
+    a fresh temporary name (never a fixed one that could be the user's) and removed at the end."""
+    out = output_path(out)
     with RunLock(out):
         check_output_dir(out, kind)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        old = None
         try:
             yield tmp
-            atomic_write_bytes(tmp / OUTPUT_MARKER, (json.dumps({"kind": kind, "edgeprune": __version__}) + "\n").encode())
+            files = {rel: sha256_file(tmp / rel) for rel in _tree_files(tmp) if rel != OUTPUT_MARKER}
+            marker = {"kind": kind, "edgeprune": __version__, "files": files}
+            atomic_write_bytes(tmp / OUTPUT_MARKER, (json.dumps(marker, indent=1) + "\n").encode())
             os.chmod(tmp, 0o777 & ~_umask())
-            check_output_dir(out, kind)
-            old = None
+            added = check_output_dir(out, kind)
+            clash = _clash(tmp, added)
+            if clash:
+                raise RunDirError(f"{out / clash} was added to the earlier {kind} output and the new one writes "
+                                  f"that name; move it away (edgeprune never deletes files it did not write)")
             if out.exists():
-                old = out.parent / f".{out.name}.old"
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(out, old)
-            os.replace(tmp, out)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+                old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+                os.replace(out, old)  # onto the fresh empty directory
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                if old is not None:
+                    os.replace(old, out)
+                    old = None
+                raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if old is not None:
+            _keep_added(old, out, added)
+
+
+def _keep_added(old: Path, out: Path, added: list[str]) -> None:
+    """Move the files added to the earlier output (now at ``old``) into the new one, then drop ``old``."""
+    try:
+        for rel in added:
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old / rel, out / rel)
+    except OSError as e:
+        raise RunDirError(f"the new output is in {out}, but moving the files added to the earlier one failed "
+                          f"({e.strerror or e}); what is left of them is in {old}") from None
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:
@@ -207,7 +288,7 @@ class Run:
     """A run being built (``compress``): staged in ``.NAME.partial``, locked until ``complete`` or ``close``."""
 
     def __init__(self, path: str | Path, recipe: dict, resume: bool = False):
-        self.final = Path(path).expanduser().resolve()
+        self.final = output_path(path)  # a symbolic link as -o is refused
         self.staging = self.final.parent / f".{self.final.name}.partial"
         self.recipe = recipe
         # where the work runs (recipe "exec", "runtime") does not make a different run: resuming on Ray or on
@@ -473,6 +554,14 @@ class RunUpdate:
     def write_bytes(self, rel: str, data: bytes) -> Path:
         atomic_write_bytes(self.staged_path(rel), data)
         return self.commit(rel)
+
+    def stage_tree(self, rel_dir: str) -> list[str]:
+        """Swap in, with the rest, the files written under ``tmp_path(rel_dir)`` that the manifest does not
+        record (a cache's entries)."""
+        root = self.stage / "files"
+        new = [rel_dir + "/" + rel for rel in _tree_files(root / rel_dir)] if (root / rel_dir).is_dir() else []
+        self.staged += [rel for rel in new if rel not in self.staged]
+        return new
 
     def write_json(self, rel: str, obj: Any) -> Path:
         return self.write_bytes(rel, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())

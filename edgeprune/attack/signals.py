@@ -7,6 +7,8 @@ numerics, int8 included) or, later, a remote runner. Nothing here sees training 
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -119,40 +121,57 @@ class Signals:
 
 
 class SignalCache:
-    """Signals on disk (npz, no pickles), keyed by model key + sample set + what was computed."""
+    """Signals on disk (npz, no pickles), keyed by model key + sample set + what was computed.
 
-    def __init__(self, root: str | Path | None):
+    ``stage``: where new entries are written instead of ``root`` (a finished run's cache is read in place and
+    added to through the run's staged update, so a failed audit leaves the run as it was); entries are read
+    from ``stage`` first, then ``root``. Each entry is written to a fresh temp name and renamed; a write that
+    fails (a full disk) leaves no temp file behind."""
+
+    def __init__(self, root: str | Path | None, stage: str | Path | None = None):
         self.root = Path(root) if root else None
+        self.stage = Path(stage) if stage and root else None
         self.hits = 0
         self.misses = 0
 
-    def _path(self, model_key: str, sample_key: str, with_sens: bool) -> Path | None:
-        if self.root is None:
-            return None
-        h = hashlib.sha256(f"{model_key}|{sample_key}|{with_sens}".encode()).hexdigest()[:24]
-        return self.root / f"{h}.npz"
+    def _name(self, model_key: str, sample_key: str, with_sens: bool) -> str:
+        return hashlib.sha256(f"{model_key}|{sample_key}|{with_sens}".encode()).hexdigest()[:24] + ".npz"
+
+    def _find(self, name: str) -> Path | None:
+        for d in (self.stage, self.root):
+            if d is not None and (d / name).is_file():
+                return d / name
+        return None
 
     def get(self, model_key: str, sample_key: str, with_sens: bool) -> Signals | None:
-        p = self._path(model_key, sample_key, with_sens)
-        if p is not None and not p.is_file() and not with_sens:  # an entry with sensitivity serves too
-            p = self._path(model_key, sample_key, True)
-        if p is None or not p.is_file():
+        if self.root is None:
+            return None
+        p = self._find(self._name(model_key, sample_key, with_sens))
+        if p is None and not with_sens:  # an entry with sensitivity serves too
+            p = self._find(self._name(model_key, sample_key, True))
+        if p is None:
             return None
         with np.load(p, allow_pickle=False) as z:
             self.hits += 1
             return Signals(z["logits"], z["labels"], z["sens"] if "sens" in z.files else None)
 
     def put(self, model_key: str, sample_key: str, sig: Signals) -> None:
-        p = self._path(model_key, sample_key, sig.sens is not None)
-        if p is None:
+        if self.root is None:
             return
-        p.parent.mkdir(parents=True, exist_ok=True)
+        d = self.stage or self.root
+        p = d / self._name(model_key, sample_key, sig.sens is not None)
+        d.mkdir(parents=True, exist_ok=True)
         arrays = {"logits": sig.logits, "labels": sig.labels}
         if sig.sens is not None:
             arrays["sens"] = sig.sens
-        tmp = p.with_name(p.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(p)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{p.stem}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def signals(self, pred: Predictor, x: np.ndarray, y: np.ndarray, sample_key: str, with_sens=False,
                 seed: int = 0) -> Signals:

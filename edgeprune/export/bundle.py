@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeprune import __version__
 from edgeprune.export.lint import lint
-from edgeprune.run import sha256_file, staged_dir
+from edgeprune.run import output_path, sha256_file, staged_dir
 
 TARGET = {"device": "NVIDIA Jetson Orin", "jetpack": "6.x", "tensorrt": "10.3", "cuda": "12.6", "sm": "87"}
 CHECK = {"fp32": (1e-3, 1.0), "fp16": (2e-2, 0.98), "int8": (0.25, 0.9)}  # (rtol, min top-1 agreement)
@@ -118,7 +118,7 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
     from edgeprune.quant.numerics import predict
     from edgeprune.quant.ptq import quantize_int8
 
-    out = Path(out).expanduser().resolve()
+    out = output_path(out)
     with staged_dir(out, "bundle") as tmp:
         fp32 = export_onnx(model, in_shape, tmp / "model.fp32.onnx", opset=opset, dynamic_batch=dynamic_batch,
                            batch=batch, output_name=output_name)

@@ -55,7 +55,9 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
             key = {rel: verify_artifact(up.dir, up.manifest, rel)[:16] for _, rel in audited}
             targets = {"dense": torch_predictor(load_dense(ctx, up.dir), f"torch-dense-{key[DENSE_WEIGHTS]}"),
                        "pruned": torch_predictor(load_pruned(ctx, up.dir), f"torch-pruned-{key[WEIGHTS]}")}
-        audit = audit_targets(ctx, targets, up.dir / "audit_cache", plan)
+        # new cache entries are staged with the update: a failed audit leaves the finished run as it was
+        audit = audit_targets(ctx, targets, up.dir / "audit_cache", plan, cache_stage=up.staged_path("audit_cache"))
+        up.stage_tree("audit_cache")
         audit["on"] = "onnxruntime (the exported artifacts)" if on == "onnx" else "torch (fp32 modules)"
         if on == "onnx":
             audit["numerics"] = audit_numerics(ctx)
@@ -81,27 +83,14 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     its test rows non-members, the other half the attacker's pool) or ``split`` (edgeprune's seeded split).
     Shadow / reference models need the architecture (``--model``) and are trained with the recipe's
     training settings (dense only: the attacker does not know how the model was compressed)."""
-    import torch
-
-    from edgeprune.attack.audit import (
-        AuditPlan,
-        ModelFactory,
-        check_plan,
-        pipeline_key,
-        resolve_attacks,
-        run_audit,
-        with_preset,
-    )
-    from edgeprune.attack.signals import SignalCache, onnx_predictor, torch_predictor
-    from edgeprune.data import load_dataset, make_split, split_train_test
-    from edgeprune.export.check import check_fits_data, check_onnx_file
-    from edgeprune.models import Builder, build_model, check_fits, load_weights
+    from edgeprune.attack.audit import AuditPlan, check_plan, resolve_attacks, with_preset
+    from edgeprune.export.check import check_onnx_file
     from edgeprune.recipe import load_recipe
-    from edgeprune.run import check_output_dir, staged_dir
+    from edgeprune.run import RunLock, check_output_dir, output_path
 
     path = Path(target).expanduser()
-    out = Path(out or Path("audits") / path.stem).expanduser().resolve()
-    check_output_dir(out, "audit")  # before any work; checked again (locked) when the result is swapped in
+    out = output_path(out or Path("audits") / path.stem)
+    check_output_dir(out, "audit")
     recipe = load_recipe(recipe_path) if recipe_path else Recipe()
     recipe.data, recipe.seed = data, seed
     # every option is checked before the data is read or anything is trained
@@ -122,6 +111,23 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
                        preset, {"shadows": shadows, "references": references, "threat": threat, "seeds": seeds})
     plan.execution = recipe.exec
     check_plan(plan)
+    with RunLock(out):  # before any work: a second audit into the same -o is refused at once
+        check_output_dir(out, "audit")  # and again when the result is swapped in
+        return _audit_file(path, target, data, model, weights, membership, seed, recipe, plan, out, log)
+
+
+def _audit_file(path: Path, target: str, data: str, model: str | None, weights, membership: str, seed: int,
+                recipe: Recipe, plan, out: Path, log) -> tuple[Path, dict]:
+    """audit_model's work, with the output directory locked."""
+    import torch
+
+    from edgeprune.attack.audit import ModelFactory, pipeline_key, run_audit
+    from edgeprune.attack.signals import SignalCache, onnx_predictor, torch_predictor
+    from edgeprune.data import load_dataset, make_split, split_train_test
+    from edgeprune.export.check import check_fits_data
+    from edgeprune.models import Builder, build_model, check_fits, load_weights
+    from edgeprune.run import staged_dir
+
     ds = load_dataset(data)
     if membership == "train-test":
         split = split_train_test(ds, seed)

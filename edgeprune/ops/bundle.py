@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from edgeprune.errors import ConfigError
@@ -18,14 +19,28 @@ def bundle_precisions(precisions: list[str] | None) -> list[str]:
     return precisions
 
 
+def locks_output(fn):
+    """``fn(run_dir, out, ...)`` runs holding the lock of ``out`` (a symbolic link as ``out`` is refused): a
+    second bundle into the same directory is refused at once, before any work, not when it is done."""
+
+    @functools.wraps(fn)
+    def locked(run_dir, out, *args, **kwargs):
+        from edgeprune.run import RunLock, output_path
+
+        with RunLock(output_path(out)):
+            return fn(run_dir, out, *args, **kwargs)
+
+    return locked
+
+
 def bundle_inputs(run_dir: str | Path, out: str | Path, precisions: list[str] | None, read=None):
     """What every bundle of a run starts from, read under the run's lock (nothing rewrites the run while its
     model is read): the precisions, the run's context, its compressed model, calibration and sample inputs,
     the manifest's ``source`` block and ``read(ctx, model)``'s result (more run files to read locked)."""
-    from edgeprune.run import RunLock, check_output_dir, read_manifest
+    from edgeprune.run import RunLock, check_output_dir, output_path, read_manifest
 
     precisions = bundle_precisions(precisions)
-    check_output_dir(Path(out).expanduser().resolve(), "bundle")  # before any work (checked again at the end)
+    check_output_dir(output_path(out), "bundle")  # before any work (checked again at the end)
     read_manifest(run_dir)
     with RunLock(run_dir):
         manifest, ctx = open_run(run_dir)
@@ -38,6 +53,7 @@ def bundle_inputs(run_dir: str | Path, out: str | Path, precisions: list[str] | 
     return precisions, ctx, model, xc, xs, source, extra
 
 
+@locks_output
 def bundle_run(run_dir: str | Path, out: str | Path, precisions: list[str] | None = None, batch: int = 1,
                dynamic_batch: bool = False, log=print) -> Path:
     """The Jetson bundle of a run's compressed model (see edgeprune.export.bundle)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import ConfigError
-from edgeprune.ops.bundle import KERNELS_DIR, bundle_inputs
+from edgeprune.ops.bundle import KERNELS_DIR, bundle_inputs, locks_output
 from edgeprune.stages.common import INVERSION, SPLIT_DIR, Context, load_pruned, open_run
 
 
@@ -81,6 +81,7 @@ def export_split_run(run_dir: str | Path, split: str, opset: int = 20, noise: fl
     return info
 
 
+@locks_output
 def bundle_split_run(run_dir: str | Path, out: str | Path, split: str, precisions: list[str] | None = None,
                      batch: int = 1, dynamic_batch: bool = False, log=print) -> Path:
     """`edgeprune bundle --split NAME`: the Jetson bundle of the head (engine script, fp16 / int8 like the

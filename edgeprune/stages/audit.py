@@ -43,8 +43,9 @@ def audit_numerics(ctx: Context) -> dict:
             for label, rel in variants(ctx)}
 
 
-def audit_targets(ctx: Context, targets: dict, cache_dir: Path, plan=None) -> dict:
-    """Run the audit plan (the recipe's audit section by default) on ``targets`` (label -> predictor)."""
+def audit_targets(ctx: Context, targets: dict, cache_dir: Path, plan=None, cache_stage: Path | None = None) -> dict:
+    """Run the audit plan (the recipe's audit section by default) on ``targets`` (label -> predictor);
+    new cache entries go to ``cache_stage`` when given (see SignalCache)."""
     from edgeprune.attack.audit import AuditPlan, ModelFactory, pipeline_key, run_audit
     from edgeprune.attack.signals import SignalCache
 
@@ -55,7 +56,7 @@ def audit_targets(ctx: Context, targets: dict, cache_dir: Path, plan=None) -> di
         plan = dataclasses.replace(plan, execution=ctx.recipe.exec)
     factory = ModelFactory(ctx.builder(), ctx.ds.in_shape, ctx.recipe,
                            pipeline_key(ctx.recipe, ctx.split.hash()), list(targets), pool=ctx.split.pool)
-    return run_audit(ctx.ds, ctx.split, targets, plan, factory, SignalCache(cache_dir))
+    return run_audit(ctx.ds, ctx.split, targets, plan, factory, SignalCache(cache_dir, cache_stage))
 
 
 def write_audit(run, audit: dict) -> list[str]:
