@@ -180,6 +180,21 @@ def test_the_output_lock_comes_before_any_work(run, tmp_path, monkeypatch):
             h.wait()
 
 
+def test_deploy_holds_the_bundle_lock(tmp_path):
+    from edgeprune.bench.remote import Host, deploy
+
+    bundle = tmp_path / "B"
+    with staged_dir(bundle, "bundle") as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    holder = _hold_lock(bundle)
+    try:
+        with pytest.raises(RunDirError, match="in use by another edgeprune process"):
+            deploy(bundle, Host("user@jetson"))
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def _fail_savez(monkeypatch):
     from edgeprune.attack import signals
 

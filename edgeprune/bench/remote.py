@@ -102,10 +102,20 @@ def parse_tegrastats(text: str) -> dict:
 def deploy(bundle: str | Path, host: Host, remote_dir: str | None = None, build_engine: bool = False,
            bench: bool = True, python: str = "python3", duration: float = 5.0, batches: list[int] | None = None,
            log=print) -> dict:
-    """Copy the bundle, run the engine build / benchmark there and bring the results home."""
+    """Copy the bundle, run the engine build / benchmark there and bring the results home (into the bundle's
+    results/HOST/, which a later ``bundle -o`` of the same directory keeps). Holds the bundle's lock: a
+    re-bundle meanwhile is refused at once."""
+    from edgeprune.run import RunLock
+
     bundle = Path(bundle).resolve()
     if not (bundle / "manifest.json").is_file():
         raise UserError(f"{bundle} is not an edgeprune bundle (no manifest.json)")
+    with RunLock(bundle):
+        return _deploy(bundle, host, remote_dir, build_engine, bench, python, duration, batches, log)
+
+
+def _deploy(bundle: Path, host: Host, remote_dir: str | None, build_engine: bool, bench: bool, python: str,
+            duration: float, batches: list[int] | None, log) -> dict:
     _check_target(host.target)
     for tool in ("ssh", "scp"):
         if shutil.which(tool) is None:
