@@ -22,7 +22,7 @@ from edgeprune.run import MANIFEST, OUTPUT_MARKER, sha256_file, staged_dir
 
 runner = CliRunner()
 RECIPE = {
-    "train": {"epochs": 2}, "finetune": {"epochs": 1}, "quant": {"mode": "int8", "calibration_samples": 64},
+    "train": {"epochs": 2}, "finetune": {"epochs": 1}, "quant": {"mode": "none"},
     "audit": {"attacks": ["loss"], "bootstrap": 20},
     "bench": {"batches": [1], "warmup_s": 0.0, "duration_s": 0.05, "min_runs": 3},
 }
@@ -43,7 +43,7 @@ def _one_line(output: str) -> str:
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("outputs")
     (tmp / "r.yaml").write_text(yaml.safe_dump(RECIPE))
-    res = runner.invoke(app, ["compress", "mlp", "--data", "purchase-synth:2000", "--recipe", str(tmp / "r.yaml"),
+    res = runner.invoke(app, ["compress", "mlp", "--data", "digits", "--recipe", str(tmp / "r.yaml"),
                               "-o", str(tmp / "run")])
     assert res.exit_code == 0, res.output
     return tmp / "run"
@@ -169,7 +169,7 @@ def test_the_output_lock_comes_before_any_work(run, tmp_path, monkeypatch):
         monkeypatch.setattr(ops_bundle, "open_run", open_run)
         t0 = time.perf_counter()
         with pytest.raises(RunDirError, match="in use by another edgeprune process"):
-            api.audit_model(str(onnx_file), "purchase-synth:2000", attacks=["loss"], out=out, log=lambda m: None)
+            api.audit_model(str(onnx_file), "digits", attacks=["loss"], out=out, log=lambda m: None)
         with pytest.raises(RunDirError, match="in use by another edgeprune process"):
             api.bundle_run(run, bundle_out, ["fp32"])
         assert time.perf_counter() - t0 < 5 and not read
