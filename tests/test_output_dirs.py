@@ -169,7 +169,7 @@ def test_the_output_lock_comes_before_any_work(run, tmp_path, monkeypatch):
         monkeypatch.setattr(ops_bundle, "open_run", open_run)
         t0 = time.perf_counter()
         with pytest.raises(RunDirError, match="in use by another edgeprune process"):
-            api.audit_model(str(onnx_file), "digits", attacks=["loss"], out=out, log=lambda m: None)
+            api.audit_model(str(onnx_file), "digits", membership="split", attacks=["loss"], out=out, log=lambda m: None)
         with pytest.raises(RunDirError, match="in use by another edgeprune process"):
             api.bundle_run(run, bundle_out, ["fp32"])
         assert time.perf_counter() - t0 < 5 and not read

@@ -84,7 +84,8 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     Shadow / reference models need the architecture (``--model``) and are trained with the recipe's
     training settings (dense only: the attacker does not know how the model was compressed)."""
     from edgeprune.attack.audit import AuditPlan, check_plan, resolve_attacks, with_preset
-    from edgeprune.export.check import check_onnx_file
+    from edgeprune.data import load_dataset, make_split, split_train_test
+    from edgeprune.export.check import check_fits_data, check_onnx_file
     from edgeprune.recipe import load_recipe
     from edgeprune.run import RunLock, check_output_dir, output_path
 
@@ -111,31 +112,31 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
                        preset, {"shadows": shadows, "references": references, "threat": threat, "seeds": seeds})
     plan.execution = recipe.exec
     check_plan(plan)
-    with RunLock(out):  # before any work: a second audit into the same -o is refused at once
+    ds = load_dataset(data)  # the data checked (a user mistake here leaves nothing behind, not even a lock)
+    if membership == "train-test":
+        split = split_train_test(ds, seed)
+    else:
+        split = make_split(ds, seed, recipe.split.member_fraction, recipe.split.max_members)
+    if path.suffix == ".onnx":
+        check_fits_data(path, ds.x, ds.num_classes)
+    # then locked before any model runs or trains: a second audit into the same -o is refused at once
+    with RunLock(out):
         check_output_dir(out, "audit")  # and again when the result is swapped in
-        return _audit_file(path, target, data, model, weights, membership, seed, recipe, plan, out, log)
+        return _audit_file(path, target, model, weights, seed, recipe, plan, ds, split, membership, out, log)
 
 
-def _audit_file(path: Path, target: str, data: str, model: str | None, weights, membership: str, seed: int,
-                recipe: Recipe, plan, out: Path, log) -> tuple[Path, dict]:
+def _audit_file(path: Path, target: str, model: str | None, weights, seed: int, recipe: Recipe, plan, ds, split,
+                membership: str, out: Path, log) -> tuple[Path, dict]:
     """audit_model's work, with the output directory locked."""
     import torch
 
     from edgeprune.attack.audit import ModelFactory, pipeline_key, run_audit
     from edgeprune.attack.signals import SignalCache, onnx_predictor, torch_predictor
-    from edgeprune.data import load_dataset, make_split, split_train_test
-    from edgeprune.export.check import check_fits_data
     from edgeprune.models import Builder, build_model, check_fits, load_weights
     from edgeprune.run import staged_dir
 
-    ds = load_dataset(data)
-    if membership == "train-test":
-        split = split_train_test(ds, seed)
-    else:
-        split = make_split(ds, seed, recipe.split.member_fraction, recipe.split.max_members)
     arch = model
     if path.suffix == ".onnx":
-        check_fits_data(path, ds.x, ds.num_classes)
         from edgeprune.quant.numerics import is_quantized
 
         numerics = "reference" if is_quantized(path) else "cpu"  # int8 QDQ: the same figures on every CPU
