@@ -136,7 +136,7 @@ def read_tree(path: Path, classify: Callable[[str], Key | None], n: int | None, 
         images = _scan(path, classify, set(keys), decode)
     else:
         keys = take(list(images), None, classes)
-    x = np.stack([images[k] for k in keys])
+    x = np.ascontiguousarray(np.stack([images[k] for k in keys]))
     y = np.array([classes.index(k[1]) for k in keys], np.int64)
     is_train = np.array([_SPLITS.get(k[0], True) for k in keys], bool)
     return x, y, is_train, classes
@@ -263,9 +263,7 @@ def tree_layout(path: Path, names: list[str]):
 
 @DATASETS.register("imagefolder")
 def _imagefolder(arg: str | None) -> Dataset:
-    """Your images: imagefolder:PATH[:size=S,grayscale,mean=M/M/M,std=S/S/S,n=N], PATH a folder or .tar.gz of
-    <class>/* or {train,val|test}/<class>/* (any classes, sizes and formats Pillow reads); resized (shorter side)
-    and centre-cropped to S (default 32), mean / std computed on all the images unless given."""
+    """Your images: imagefolder:PATH[:size=S,grayscale,mean=M/M/M,std=S/S/S,n=N], PATH a folder or .tar.gz of <class>/* or {train,val|test}/<class>/* (any classes, sizes, formats Pillow reads), resized (shorter side) and centre-cropped to S (default 32), mean / std computed on the images unless given."""
     if not arg:
         raise DataError("data 'imagefolder' needs a folder or archive: imagefolder:PATH[:size=S,grayscale]")
     path, text = path_and_options(arg, "imagefolder")

@@ -60,7 +60,7 @@ def load_image(src, size: int | None, grayscale: bool, exact: tuple[int, int] | 
     if size is not None:
         im = resize_crop(im, size)
     a = np.asarray(im, np.uint8)
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))  # C order: same sums
 
 
 def resize_crop(im, size: int):
