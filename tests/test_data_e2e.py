@@ -79,3 +79,22 @@ def test_run_onnx_says_when_a_bundle_takes_no_images(tmp_path):
     out = subprocess.run([sys.executable, str(tmp_path / "run_onnx.py"), "x.jpg"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2 and "not trained on image files" in out.stderr
+
+
+@pytest.mark.slow
+def test_csv_table_compresses_from_the_cli(tmp_path):
+    pytest.importorskip("pandas")
+    from test_data_csv import table
+
+    df, _ = table(n=300)
+    df.to_csv(tmp_path / "people.csv", index=False)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(RECIPE))
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["compress", "mlp", "--data", f"csv:{tmp_path / 'people.csv'}:species", "--recipe",
+                              str(tmp_path / "r.yaml"), "--sparsity", "0.5", "-o", str(run)])
+    assert res.exit_code == 0, res.output
+    data = json.loads((run / "manifest.json").read_text())["data"]
+    assert data["samples"] == 300 and data["preprocessing"]["classes"] == ["ant", "bee", "cat"]
+    assert data["preprocessing"]["categories"] == {"colour": ["blue", "green", "red"]}
+    res = runner.invoke(app, ["compress", "mlp", "--data", f"csv:{tmp_path / 'people.csv'}", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no label column 'label'" in res.output
