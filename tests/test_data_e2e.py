@@ -66,6 +66,18 @@ def test_image_folder_compress_bundle_and_run_onnx_on_image_files(tmp_path):
     sess = ort.InferenceSession(str(b / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
     want = np.concatenate([sess.run(None, {"input": ds.x[i : i + 1]})[0] for i in rows])
     np.testing.assert_allclose(np.array([r["logits"] for r in got["images"]]), want, rtol=1e-5, atol=1e-5)
+    # edgeprune predict: the same numbers from the bundle, and from the run's own model.onnx
+    res = runner.invoke(app, ["predict", str(b), *map(str, files), "--json"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose([r["logits"] for r in json.loads(res.output)["images"]], want, rtol=1e-5, atol=1e-5)
+    res = runner.invoke(app, ["predict", str(run), str(files[0])], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and files[0].name in res.output, res.output
+    for args, msg in (([str(b), str(tmp_path / "r.yaml")], "not an image file"), ([str(b), "/nope.jpg"], "No such file")):
+        res = runner.invoke(app, ["predict", *args])
+        assert res.exit_code == 2 and msg in res.output, res.output
+    (b / "preprocessing.json").write_text(json.dumps({**bprep, "size": [8, 8]}))  # tampered: refused
+    res = runner.invoke(app, ["predict", str(b), str(files[0])])
+    assert res.exit_code == 2 and "sha256" in res.output, res.output
     bad = subprocess.run([sys.executable, str(b / "run_onnx.py"), str(tmp_path / "r.yaml")], capture_output=True,
                          text=True, env=env, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "error:" in bad.stderr

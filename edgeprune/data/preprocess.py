@@ -37,6 +37,9 @@ def load_image(src, size: int | None, grayscale: bool, exact: tuple[int, int] | 
 
     if isinstance(src, (bytes, bytearray, memoryview)):
         src = io.BytesIO(src)
+    else:
+        with open(src, "rb"):  # a missing or unreadable file is an OSError here, not Pillow's guess
+            pass
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is lower
@@ -87,7 +90,30 @@ def normalise(x: np.ndarray, prep: dict) -> np.ndarray:
 
 def preprocess_files(paths, prep: dict) -> np.ndarray:
     """Image files -> the float32 batch the model takes, with a run's ``preprocessing`` dict."""
-    size = prep.get("size")
-    x = np.stack([load_image(p, size[0] if size else None, bool(prep.get("grayscale")),
-                             exact=None if size else tuple(prep["image_size"])) for p in paths])
-    return normalise(x, prep)
+    x = []
+    for p in paths:
+        try:
+            x.append(load_image(p, prep["size"][0], bool(prep.get("grayscale"))))
+        except ImageRefused as e:
+            raise ImageRefused(f"{p}: {e}") from None
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+            raise ImageRefused(f"{p}: {e.strerror}") from None
+    return normalise(np.stack(x), prep)
+
+
+def classify(run, x: np.ndarray, batch: int | None, classes: list[str] | None, files, top: int = 3) -> list[dict]:
+    """Top classes of each row of ``x``: ``run(batch array) -> logits``, ``batch`` the model's fixed batch
+    size (the last batch zero-padded) or None; softmax probabilities, logits kept for checking."""
+    batch = batch or len(x)
+    logits = []
+    for i in range(0, len(x), batch):
+        part = x[i : i + batch]
+        pad = np.zeros((batch - len(part), *x.shape[1:]), x.dtype)
+        logits.append(np.asarray(run(np.concatenate([part, pad])), np.float64)[: len(part)])
+    z = np.concatenate(logits)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    classes = classes or [str(k) for k in range(p.shape[1])]
+    return [{"file": str(f), "logits": zi.tolist(),
+             "top": [{"class": classes[k], "p": round(float(pi[k]), 6)} for k in np.argsort(-pi)[:top]]}
+            for f, zi, pi in zip(files, z, p, strict=True)]

@@ -39,7 +39,7 @@ def main() -> int:
 
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     if args.images:
-        return classify(manifest, args, providers)
+        return classify_images(manifest, args, providers)
     models = [args.model] if args.model else [m["file"] for m in manifest["models"]]
     report = {"host": platform.node(), "machine": platform.machine(), "onnxruntime": ort.__version__,
               "providers": providers, "results": []}
@@ -96,7 +96,7 @@ def emit(report: dict, out: str | None) -> None:
     print(text)
 
 
-def classify(manifest: dict, args, providers: list[str]) -> int:
+def classify_images(manifest: dict, args, providers: list[str]) -> int:
     """Top classes of each image file, preprocessed as the model's training data was (preprocess.py)."""
     prep_file = os.path.join(HERE, "preprocessing.json")
     if not os.path.isfile(prep_file):
@@ -105,7 +105,7 @@ def classify(manifest: dict, args, providers: list[str]) -> int:
     with open(prep_file) as f:
         prep = json.load(f)
     sys.path.insert(0, HERE)
-    from preprocess import ImageRefused, preprocess_files
+    from preprocess import ImageRefused, classify, preprocess_files
 
     entry = next((m for m in manifest["models"] if m["file"] == args.model), None) if args.model else \
         next((m for m in manifest["models"] if m["precision"] != "bsr"), None)
@@ -118,21 +118,10 @@ def classify(manifest: dict, args, providers: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     sess = ort.InferenceSession(os.path.join(HERE, entry["file"]), providers=providers)
-    name, batch = sess.get_inputs()[0].name, entry["batch"] or len(x)
-    logits = []
-    for i in range(0, len(x), batch):
-        part = x[i : i + batch]
-        feed = np.concatenate([part, np.zeros((batch - len(part), *x.shape[1:]), x.dtype)]) if len(part) < batch else part
-        logits.append(sess.run(None, {name: feed})[0][: len(part)].astype(np.float64))
-    z = np.concatenate(logits)
-    p = np.exp(z - z.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    classes = prep.get("classes") or [str(i) for i in range(p.shape[1])]
-    out = {"model": entry["file"], "images": []}
-    for path, row, logit in zip(args.images, p, z, strict=True):
-        top = np.argsort(-row)[: args.top]
-        out["images"].append({"file": path, "logits": logit.tolist(),
-                              "top": [{"class": classes[k], "p": round(float(row[k]), 6)} for k in top]})
+    name = sess.get_inputs()[0].name
+    rows = classify(lambda b: sess.run(None, {name: b})[0], x, entry["batch"], prep.get("classes"), args.images,
+                    args.top)
+    out = {"model": entry["file"], "images": rows}
     emit(out, args.out)
     return 0
 
