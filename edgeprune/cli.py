@@ -478,6 +478,34 @@ def report(
 
 
 @app.command()
+def predict(
+    target: Path = typer.Argument(..., help="a run directory or a bundle of a model trained on image files"),
+    images: list[Path] = typer.Argument(..., help="image files"),
+    top: int = typer.Option(3, help="classes to print for each image"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON (logits included) instead of a table"),
+):
+    """Classify image files with a run's or a bundle's ONNX model, preprocessed exactly as its training data."""
+
+    def go():
+        import json
+
+        from rich.table import Table
+
+        from edgeprune.ops.predict import predict_images
+
+        res = predict_images(target, images, top=top)
+        if json_out:
+            typer.echo(json.dumps(res, indent=2))
+            return
+        t = Table("image", "top classes (probability)", title=_esc(f"predictions of {res['model']}"))
+        for r in res["images"]:
+            t.add_row(_esc(r["file"]), _esc(", ".join(f"{c['class']} ({c['p']:.3f})" for c in r["top"])))
+        _console().print(t)
+
+    _guard(go)
+
+
+@app.command()
 def inspect(
     model: str = typer.Argument(..., help="zoo name or pkg.module:factory"),
     data: str = typer.Option("cifar-synth:200", "--data", "-d", help="data spec that fixes input shape and classes"),

@@ -6,7 +6,7 @@ and the published formats of the literature's data sets (``mnist[:PATH]``, ``fas
 ``adult[:DIR]``); ``edgeprune datasets`` lists them.
 """
 
-from edgeprune.data import images, tabular  # noqa: F401  (they register their readers in DATASETS)
+from edgeprune.data import images, imagetree, tabular  # noqa: F401  (they register their readers in DATASETS)
 from edgeprune.data.datasets import DATASETS, Dataset, load_dataset
 from edgeprune.data.split import Split, make_split, split_train_test
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,6 +218,8 @@ def _npz(arg: str | None) -> Dataset:
     path = Path(arg).expanduser()
     if not path.is_file():
         raise DataError(f"npz file not found: {path}")
+    if not zipfile.is_zipfile(path):  # else numpy's answer to a text file is advice to load it with pickle
+        raise DataError(f"{path} is not an .npz file (a zip archive of .npy arrays, as numpy.savez writes)")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
@@ -225,6 +228,10 @@ def _npz(arg: str | None) -> Dataset:
             parts = [z["x_train"], z["x_test"]]
             if not all(np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating) for a in parts):
                 raise DataError(f"npz file {path}: inputs must be real numbers, got {parts[0].dtype} / {parts[1].dtype}")
+            for part in ("train", "test"):
+                nx, ny = len(z[f"x_{part}"]), len(z[f"y_{part}"])
+                if nx != ny:
+                    raise DataError(f"npz file {path}: x_{part} holds {nx} samples but y_{part} {ny}")
             x = np.concatenate(parts).astype(np.float32)
             y = np.concatenate([z["y_train"], z["y_test"]])
             is_train = np.concatenate([np.ones(len(z["y_train"]), bool), np.zeros(len(z["y_test"]), bool)])

@@ -8,17 +8,15 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
-import io
-import os
 import pickle
-import tarfile
 from pathlib import Path
 
 import numpy as np
 
 from edgeprune.data.datasets import DATASETS, Dataset, _SafeUnpickler, _standardise_images
+from edgeprune.data.imagetree import Key, cache_dir, cached, read_tree  # noqa: F401  (cache_dir: the old home)
 from edgeprune.data.packaged import package_file
+from edgeprune.data.preprocess import RESIZE
 from edgeprune.errors import DataError
 
 # ----------------------------------------------------------------------------------------------------------
@@ -162,130 +160,30 @@ def _fashion_mnist(arg: str | None) -> Dataset:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# CIFAR-10 as JPEG files: train/<class>/NNNN.jpg and test/<class>/NNNN.jpg, in a .tar.gz or a directory.
+# CIFAR-10 as JPEG files: train/<class>/NNNN.jpg and test/<class>/NNNN.jpg, in a .tar.gz or a directory
+# (an image tree, edgeprune.data.imagetree, with its class names fixed and every image exactly 32x32).
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-_CACHE_VERSION = "1"
 
 
-def cache_dir() -> Path:
-    """Where decoded data sets are cached: $EDGEPRUNE_CACHE_DIR, else $XDG_CACHE_HOME/edgeprune, else ~/.cache."""
-    if os.environ.get("EDGEPRUNE_CACHE_DIR"):
-        return Path(os.environ["EDGEPRUNE_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgeprune"
-
-
-def _split_class(rel: str) -> tuple[str, str] | None:
-    """('train' | 'test', class) of an image path ending in <split>/<class>/<file>, else None."""
+def _split_class(rel: str) -> Key | None:
+    """('train' | 'test', class, file) of an image path ending in <split>/<class>/<file>, else None."""
     parts = rel.replace("\\", "/").split("/")
     if len(parts) < 3 or not parts[-1].lower().endswith(_IMAGE_SUFFIXES) or parts[-3] not in ("train", "test"):
         return None
-    return parts[-3], parts[-2]
+    return parts[-3], parts[-2], parts[-1]
 
 
-def _source_key(path: Path, n: int | None) -> str:
-    """Cache key: the archive's size and mtime, or every image file's name, size and mtime of a directory."""
-    h = hashlib.sha256(f"v{_CACHE_VERSION}|{path.resolve()}|{n}".encode())
-    if path.is_file():
-        st = path.stat()
-        h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
-    else:
-        for p in sorted(path.rglob("*")):
-            if p.is_file() and _split_class(str(p.relative_to(path))):
-                st = p.stat()
-                h.update(f"|{p.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:24]
-
-
-def _collect_image_bytes(path: Path) -> dict[tuple[str, str, str], bytes]:
-    """{(split, class, file name): encoded bytes} from a tar archive (one streaming pass) or a directory."""
-    out: dict[tuple[str, str, str], bytes] = {}
-    if path.is_dir():
-        for p in path.rglob("*"):
-            sc = _split_class(str(p.relative_to(path))) if p.is_file() else None
-            if sc:
-                out[(*sc, p.name)] = p.read_bytes()
-        return out
-    try:
-        with tarfile.open(path, "r|*") as t:
-            for m in t:
-                sc = _split_class(m.name) if m.isfile() else None
-                if sc:
-                    out[(*sc, m.name.rsplit("/", 1)[-1])] = t.extractfile(m).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"cannot read archive {path}: {type(e).__name__}: {e}") from None
-    return out
-
-
-def _take(keys: list[tuple[str, str, str]], n: int | None, classes: list[str]) -> list[tuple[str, str, str]]:
-    """All keys, or a deterministic subset of n: each split gets its share of n in proportion to its size,
-    spread evenly over the classes, the first files of each class in name order."""
-    keys = sorted(keys)
-    if n is None:
-        return keys
-    chosen = []
-    n_test = round(n * sum(k[0] == "test" for k in keys) / len(keys))
-    for split, n_split in (("train", n - n_test), ("test", n_test)):
-        for i, cls in enumerate(classes):
-            want = n_split // len(classes) + (i < n_split % len(classes))
-            chosen += [k for k in keys if k[0] == split and k[1] == cls][:want]
-    return chosen
-
-
-def _decode_images(items: list[tuple[tuple[str, str, str], bytes]], path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    x = np.empty((len(items), 3, 32, 32), np.uint8)
-    for i, (key, data) in enumerate(items):
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                a = np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise DataError(f"cannot decode image {'/'.join(key)} in {path}: {e}") from None
-        if a.shape != (32, 32, 3):
-            raise DataError(f"image {'/'.join(key)} in {path} is {a.shape[1]}x{a.shape[0]}, expected 32x32")
-        x[i] = a.transpose(2, 0, 1)
-    return x
-
-
-def _load_cifar10_jpeg_raw(path: Path, n: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    images = _collect_image_bytes(path)
-    if not images:
-        raise DataError(f"no train/<class>/*.jpg or test/<class>/*.jpg images in {path}")
-    found = sorted({k[1] for k in images})
-    classes = list(CIFAR10_CLASSES) if set(found) <= set(CIFAR10_CLASSES) else found
-    if len(classes) != 10:
-        raise DataError(f"{path}: expected the 10 CIFAR-10 class folders, found {len(found)}: {found[:12]}")
-    if n is not None and n > len(images):
-        raise DataError(f"cifar10-jpeg:PATH:N asks for {n} images but {path} holds {len(images)}")
-    keys = _take(list(images), n, classes)
-    x = _decode_images([(k, images[k]) for k in keys], path)
-    y = np.array([classes.index(k[1]) for k in keys], np.int64)
-    is_train = np.array([k[0] == "train" for k in keys], bool)
-    return x, y, is_train
-
-
-def _cached(path: Path, n: int | None, build):
-    """Decoded arrays from the cache, else built and written atomically (temp file, then rename)."""
-    cache = cache_dir() / f"cifar10-jpeg-{_source_key(path, n)}.npz"
-    if cache.is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                return z["x"], z["y"], z["is_train"]
-        except (OSError, ValueError, KeyError, EOFError):
-            pass  # a damaged cache entry is rebuilt below
-    x, y, is_train = build()
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, x=x, y=y, is_train=is_train)
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # an unwritable cache only costs speed
-    return x, y, is_train
+def _cifar10_classes(path: Path):
+    """Exactly 10 class folders (9 or 11 are refused), in CIFAR-10's order when they carry its names."""
+    def check(found: list[str]) -> list[str]:
+        if len(found) != 10:
+            missing = sorted(set(CIFAR10_CLASSES) - set(found)) if set(found) < set(CIFAR10_CLASSES) else []
+            raise DataError(f"{path}: expected the 10 CIFAR-10 class folders, found {len(found)}: {found[:12]}"
+                            + (f" (missing {', '.join(missing)})" if missing else ""))
+        return list(CIFAR10_CLASSES) if set(found) == set(CIFAR10_CLASSES) else found
+    return check
 
 
 @DATASETS.register("cifar10-jpeg")
@@ -302,9 +200,16 @@ def _cifar10_jpeg(arg: str | None) -> Dataset:
     path = Path(arg).expanduser()
     if not path.exists():
         raise DataError(f"CIFAR-10 JPEG archive or directory not found: {path}")
-    x, y, is_train = _cached(path, n, lambda: _load_cifar10_jpeg_raw(path, n))
+
+    def build():
+        x, y, is_train, _ = read_tree(path, _split_class, n, None, False, (32, 32), _cifar10_classes(path))
+        return {"x": x, "y": y, "is_train": is_train}
+
+    z = cached("cifar10-jpeg", path, str(n), lambda r: _split_class(r) is not None, build)
     name = "cifar10-jpeg" if n is None else f"cifar10-jpeg:{n}"
-    return _images_dataset(name, x.astype(np.float32), y, 10, is_train)
+    ds = _images_dataset(name, z["x"].astype(np.float32), z["y"], 10, z["is_train"])
+    ds.preprocessing.update({"size": [32, 32], "resize": RESIZE, "grayscale": False, "classes": list(CIFAR10_CLASSES)})
+    return ds
 
 
 # ----------------------------------------------------------------------------------------------------------

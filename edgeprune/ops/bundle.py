@@ -61,6 +61,7 @@ def bundle_run(run_dir: str | Path, out: str | Path, precisions: list[str] | Non
 
     precisions, ctx, model, xc, xs, source, _ = bundle_inputs(run_dir, out, precisions)
     out = make_bundle(model, ctx.ds.in_shape, out, precisions, xc, xs, batch=batch, dynamic_batch=dynamic_batch,
-                      opset=ctx.recipe.export.opset, kernels_dir=KERNELS_DIR, source=source)
+                      opset=ctx.recipe.export.opset, kernels_dir=KERNELS_DIR, source=source,
+                      preprocessing=ctx.ds.preprocessing)
     log(f"bundle written to {out}")
     return out

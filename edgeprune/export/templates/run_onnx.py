@@ -5,6 +5,9 @@ Needs only numpy and onnxruntime (onnxruntime-gpu on a Jetson uses CUDA when it 
     python3 run_onnx.py [--model model.fp16.onnx] [--duration 5] [--out results/onnx.json]
 Checks the model against samples.npz (inputs and the outputs recorded where the bundle was made), then
 times it: p50 / p90 / p99 latency in ms. Exit code 1 when the outputs do not match.
+    python3 run_onnx.py [--model model.fp16.onnx] [--top 3] IMAGE...
+Classifies image files (needs Pillow): preprocess.py and preprocessing.json, shipped in the bundle of a model
+trained on images, decode, resize, crop and normalise them exactly as training did; prints the top classes.
 """
 
 import argparse
@@ -30,9 +33,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--batch", type=int, default=None, help="timing batch for models with a dynamic batch")
     ap.add_argument("--out", default=None, help="write the JSON here as well as to stdout")
+    ap.add_argument("--top", type=int, default=3, help="with images: how many classes to print for each")
+    ap.add_argument("images", nargs="*", help="image files to classify (instead of the check and timing)")
     args = ap.parse_args()
 
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    if args.images:
+        return classify_images(manifest, args, providers)
     models = [args.model] if args.model else [m["file"] for m in manifest["models"]]
     report = {"host": platform.node(), "machine": platform.machine(), "onnxruntime": ort.__version__,
               "providers": providers, "results": []}
@@ -75,13 +82,48 @@ def main() -> int:
             "p50_ms": float(np.percentile(t, 50)), "p90_ms": float(np.percentile(t, 90)),
             "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean()),
         })
+    emit(report, args.out)
+    return 0 if ok else 1
+
+
+def emit(report: dict, out: str | None) -> None:
+    """The JSON on stdout, and in ``out`` too when given."""
     text = json.dumps(report, indent=2)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
             f.write(text + "\n")
     print(text)
-    return 0 if ok else 1
+
+
+def classify_images(manifest: dict, args, providers: list[str]) -> int:
+    """Top classes of each image file, preprocessed as the model's training data was (preprocess.py)."""
+    prep_file = os.path.join(HERE, "preprocessing.json")
+    if not os.path.isfile(prep_file):
+        print("error: this bundle's model was not trained on image files (no preprocessing.json)", file=sys.stderr)
+        return 2
+    with open(prep_file) as f:
+        prep = json.load(f)
+    sys.path.insert(0, HERE)
+    from preprocess import ImageRefused, classify, preprocess_files
+
+    entry = next((m for m in manifest["models"] if m["file"] == args.model), None) if args.model else \
+        next((m for m in manifest["models"] if m["precision"] != "bsr"), None)
+    if entry is None:
+        print(f"error: no model {args.model!r} for onnxruntime in this bundle", file=sys.stderr)
+        return 2
+    try:
+        x = preprocess_files(args.images, prep)
+    except (ImageRefused, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sess = ort.InferenceSession(os.path.join(HERE, entry["file"]), providers=providers)
+    name = sess.get_inputs()[0].name
+    rows = classify(lambda b: sess.run(None, {name: b})[0], x, entry["batch"], prep.get("classes"), args.images,
+                    args.top)
+    out = {"model": entry["file"], "images": rows}
+    emit(out, args.out)
+    return 0
 
 
 if __name__ == "__main__":
