@@ -161,3 +161,25 @@ def test_audit_json_execution_block_names_the_runtime(tmp_path):
     assert res.exit_code == 0, res.output
     ex = json.loads((out / "audit.json").read_text())["execution"]
     assert ex["runtime"] == {"device": "cpu", "amp": False, "gpu": None, "numerics": "CPU"}
+
+
+def test_a_run_resumed_on_another_device_keeps_the_earlier_one(tmp_path, monkeypatch):
+    import edgeprune.runtime as rt
+    from edgeprune.recipe import Recipe
+    from edgeprune.run import Run
+
+    r = Recipe()
+    r.runtime.device = "cpu"
+    run = Run(tmp_path / "run", r.to_dict())
+    run.finish("train", [], {})
+    run.save_manifest()
+    run.close()  # interrupted after train
+    gpu = {"device": "cuda:0", "amp": False, "gpu": "NVIDIA H200", "numerics": "GPU kernels"}
+    monkeypatch.setattr(rt.Runtime, "describe", lambda self: gpu)
+    again = Run(tmp_path / "run", r.to_dict(), resume=True)
+    try:
+        assert again.manifest["runtime"] == gpu
+        assert again.manifest["runtime_earlier"] == [{"device": "cpu", "amp": False, "gpu": None, "numerics": "CPU",
+                                                      "stages_done": ["train"]}]
+    finally:
+        again.close()

@@ -330,7 +330,8 @@ def run_audit(
     t0 = time.perf_counter()
     by_threat, roc = {}, {}
     for threat, models in attacker.items():
-        by_threat[threat], roc_t = _evaluate(attacks, variants, tsig, tpop, models, cand, yc, plan, log, threat)
+        by_threat[threat], roc_t = _evaluate(attacks, variants, tsig, tpop, models, cand, yc, plan, log, threat,
+                                             _runtime_of(factory))
         roc.setdefault(threat, roc_t)
     timing["attacks_s"] = time.perf_counter() - t0
     timing["total_s"] = time.perf_counter() - t_start
@@ -489,7 +490,7 @@ def paired(a: list[float | None], b: list[float | None]) -> dict:
     return {"diff": float(d.mean()), "p": p, "significant": bool(p < 0.05)}
 
 
-def _evaluate(attacks, variants, tsig, tpop, models: _AttackerModels, cand, yc, plan, log, threat):
+def _evaluate(attacks, variants, tsig, tpop, models: _AttackerModels, cand, yc, plan, log, threat, runtime=None):
     out_variants, roc = {}, {}
     for v in variants:
         compressed = v != "dense" and "dense" in tsig[0]
@@ -500,6 +501,7 @@ def _evaluate(attacks, variants, tsig, tpop, models: _AttackerModels, cand, yc, 
             refs=models.refs.get(v),
             population=tp.get(v),
             seed=plan.seed,
+            runtime=runtime,
         ) for ts, tp in zip(tsig, tpop, strict=True)]
         results, skipped, roc[v] = {}, {}, {}
         for name in attacks:

@@ -56,8 +56,11 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
         else:
             audited = [("dense", DENSE_WEIGHTS), ("pruned", WEIGHTS)]
             key = {rel: verify_artifact(up.dir, up.manifest, rel)[:16] for _, rel in audited}
-            targets = {"dense": torch_predictor(load_dense(ctx, up.dir), f"torch-dense-{key[DENSE_WEIGHTS]}"),
-                       "pruned": torch_predictor(load_pruned(ctx, up.dir), f"torch-pruned-{key[WEIGHTS]}")}
+            from edgeprune.runtime import of_recipe
+
+            rt = of_recipe(recipe)
+            targets = {"dense": torch_predictor(load_dense(ctx, up.dir), f"torch-dense-{key[DENSE_WEIGHTS]}", runtime=rt),
+                       "pruned": torch_predictor(load_pruned(ctx, up.dir), f"torch-pruned-{key[WEIGHTS]}", runtime=rt)}
         audit = audit_targets(ctx, targets, up.dir / "audit_cache", plan)
         audit["on"] = "onnxruntime (the exported artifacts)" if on == "onnx" else "torch (fp32 modules)"
         if on == "onnx":
@@ -146,8 +149,9 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
         check_fits(m, ds.in_shape, ds.num_classes, name=f"model {target!r}")
         load_weights(m, weights)
         from edgeprune.run import sha256_file
+        from edgeprune.runtime import of_recipe
 
-        pred = torch_predictor(m, f"torch-{sha256_file(Path(weights))[:16]}")
+        pred = torch_predictor(m, f"torch-{sha256_file(Path(weights))[:16]}", runtime=of_recipe(recipe))
     factory = None
     if arch:
         recipe.model = arch
