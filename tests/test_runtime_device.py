@@ -183,3 +183,15 @@ def test_a_run_resumed_on_another_device_keeps_the_earlier_one(tmp_path, monkeyp
                                                       "stages_done": ["train"]}]
     finally:
         again.close()
+
+
+@pytest.mark.gpu
+def test_compress_on_cuda_records_the_gpu(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["compress", "mlp", "--data", "purchase-synth:1000", "--epochs", "1", "--finetune-epochs",
+                              "1", "--device", "cuda", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    rt = json.loads((out / "manifest.json").read_text())["runtime"]
+    assert rt["device"] == "cuda:0" and rt["gpu"] and "differ from a CPU run" in rt["numerics"]
