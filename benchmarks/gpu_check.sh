@@ -9,7 +9,7 @@
 #      reference model one by one vs batched              -> benchmarks/results/audit_scale_resnet20_cuda.json
 #   5. the 64-reference MLP audit (one by one at 8, batched at 64) -> benchmarks/results/audit_scale_cuda.json
 # and benchmarks/results/gpu_check_cuda.json: the device (Runtime.describe()), each step's command, exit
-# status, wall time and result file. Without a CUDA device it stops before step 2 and writes nothing.
+# status, wall time and result file. Without CUDA, or with a module missing, it stops first and writes nothing.
 #
 # Preparing it (on a machine with internet; the wheels are not committed, they travel with the run):
 #   pip download --no-deps -d benchmarks/wheels torch-pruning opacus onnxruntime-extensions
@@ -77,6 +77,7 @@ if [ "$DRY_RUN" = 1 ]; then
     if [ "$INSTALL" = 1 ]; then
         echo "  install (60s): $PY -m pip install --no-deps --no-index -e .${WHEELS:+ and $WHEELS/*.whl}"
     fi
+    echo "  module check: every module the steps import (one missing: stop, nothing written)"
     echo "  device check: $PY -c 'edgeprune.runtime.resolve(\"cuda\")' (no CUDA: stop, nothing written)"
     for i in "${!STEP_NAMES[@]}"; do
         step_command "${STEP_NAMES[$i]}"
@@ -89,11 +90,26 @@ fi
 START=$SECONDS
 remaining() { echo $(( BUDGET - (SECONDS - START) )); }
 
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this tree, installed or not
 if [ "$INSTALL" = 1 ]; then
     if [ -n "$WHEELS" ] && compgen -G "$WHEELS/*.whl" > /dev/null; then
         timeout 60 "$PY" -m pip install -q --no-deps --no-index "$WHEELS"/*.whl
     fi
-    timeout 60 "$PY" -m pip install -q --no-deps --no-index --no-build-isolation -e .
+    if ! timeout 60 "$PY" -m pip install -q --no-deps --no-index --no-build-isolation -e .; then
+        echo "gpu_check.sh: pip install -e . failed (no setuptools?); running from PYTHONPATH=$PWD" >&2
+    fi
+fi
+
+# every module the steps import, before any device time goes into them
+MODULES="torch numpy onnx onnxscript onnxruntime onnxruntime_extensions scipy torch_pruning opacus typer rich yaml
+safetensors sklearn matplotlib PIL skimage pytest triton edgeprune"
+# shellcheck disable=SC2086  # one word a module
+if ! MISSING=$("$PY" -c 'import importlib.util, sys
+missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]
+print(" ".join(missing))
+sys.exit(1 if missing else 0)' $MODULES); then
+    echo "gpu_check.sh: missing Python modules: $MISSING (carry their wheels: --wheels DIR); nothing run" >&2
+    exit 4
 fi
 
 if ! DEVICE_JSON=$("$PY" -c 'import json; from edgeprune.runtime import resolve; print(json.dumps(resolve("cuda").describe()))' 2>/dev/null); then

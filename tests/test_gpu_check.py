@@ -75,3 +75,14 @@ def test_kernels_goal_check_picks_our_best_kernel_at_90_percent():
             {**row, "block": 64, "kernel": "triton", "speedup": 7.0, "block_sparsity": 0.95}]
     assert mod.goal_check(rows) == {"32": {"kernel": "cuda-wmma", "speedup": 6.5, "met": True},
                                     "64": {"kernel": "triton", "speedup": 5.0, "met": False}}
+
+
+def test_a_missing_module_stops_it_before_any_step(tmp_path):
+    """A Python without the project's dependencies (here: one that cannot import torch) is refused in one line."""
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\nexport PYTHONPATH=/nonexistent\nexec {sys.executable} -S -I \"$@\"\n")
+    fake.chmod(0o755)
+    before = sorted(p.name for p in (ROOT / "benchmarks" / "results").iterdir())
+    res = _run("--skip-install", "--python", str(fake), env={"PATH": "/usr/bin:/bin"})
+    assert res.returncode == 4 and "missing Python modules: " in res.stderr and "torch" in res.stderr, res.stderr
+    assert sorted(p.name for p in (ROOT / "benchmarks" / "results").iterdir()) == before
