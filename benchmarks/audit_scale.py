@@ -34,6 +34,8 @@ def _ints(text: str) -> list[int]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="purchase-synth:10000")
+    ap.add_argument("--model", default="mlp", help="zoo model (benchmarks/gpu_check.sh: resnet20 on CIFAR-10)")
+    ap.add_argument("--device", default="auto", help="the recipe's runtime device: auto | cpu | cuda | cuda:N")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--one", default="8,16", help="K for one-by-one training")
@@ -60,14 +62,17 @@ def main() -> int:
 
     from edgeprune import api
     from edgeprune.recipe import ExecConfig, Recipe
+    from edgeprune.runtime import resolve
 
     torch.set_num_threads(args.threads)
-    recipe = Recipe(model="mlp", data=args.data)
+    recipe = Recipe(model=args.model, data=args.data)
+    recipe.runtime.device = args.device
     recipe.train.epochs, recipe.finetune.epochs = args.epochs, args.finetune_epochs
     recipe.prune.sparsity = 0.5
     recipe.audit.attacks = ["loss"]
     recipe.bench.batches, recipe.bench.duration_s, recipe.bench.warmup_s = [1], 0.2, 0.05
-    result = {"machine": api.machine(), "data": args.data, "model": "mlp", "sparsity": 0.5, "quant": "int8",
+    result = {"machine": api.machine(), "data": args.data, "model": args.model,
+              "runtime": resolve(args.device).describe(), "sparsity": 0.5, "quant": "int8",
               "threads": args.threads, "order": "reversed" if args.reverse else "as listed",
               "train_epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "attacks": ATTACKS,
               "load_avg_1min_before": os.getloadavg()[0], "runs": []}
@@ -131,7 +136,7 @@ def main() -> int:
 
     if not result["runs"]:
         return 0
-    t = Table(title=f"audit scale: {args.data}, MLP 50% pruned + int8, {', '.join(ATTACKS)} "
+    t = Table(title=f"audit scale: {args.data}, {args.model} 50% pruned + int8, {', '.join(ATTACKS)} "
                     f"({result['machine']['cores']} cores, load {result['load_avg_1min_before']:.1f})")
     for c in ("mode", "K", "audit s", "models s", "s / model", "x vs one by one", "lira-online AUC", "rmia AUC"):
         t.add_column(c, justify="left" if c == "mode" else "right")

@@ -130,6 +130,8 @@ def compress(
     ray_address: str | None = typer.Option(None, help="ray: unset starts a local Ray, 'auto' joins a running cluster, or HOST:PORT"),
     ensemble: int | None = typer.Option(None, help="attacker models trained together as one batched ensemble (1: one by one)"),
     workers: int | None = typer.Option(None, help="process pool size / CPUs of a local Ray (0: all cores)"),
+    device: str | None = typer.Option(None, "--device", help="where models train: auto (a GPU where CUDA exists) | cpu | cuda | cuda:N"),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on a GPU"),
 ):
     """Train (or load), prune, fine-tune, export, quantize, audit and benchmark one model."""
 
@@ -154,6 +156,7 @@ def compress(
             if value is not None:
                 setattr(section, field, value)
         r.exec = _execution(r.exec, executor, ray_address, ensemble, workers)
+        _runtime(r, device, amp)
         con = _console()
         run_dir = api.compress(r, out, resume=resume, log=_log)
         report = api.load_report(run_dir)
@@ -189,6 +192,8 @@ def audit(
     workers: int | None = typer.Option(None, help="process pool size / CPUs of a local Ray (0: all cores)"),
     batch_training: str | None = typer.Option(None, "--batch-training", help="an ensemble's training steps: auto "
                                               "(batched on a GPU, one by one on a CPU) | batched | one-by-one"),
+    device: str | None = typer.Option(None, "--device", help="where models train: auto (a GPU where CUDA exists) | cpu | cuda | cuda:N"),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on a GPU"),
 ):
     """Membership-inference audit (table sorted by TPR@0.1%FPR, log-log ROC and per-class plots), and model
     inversion from split-point features (--attacks inversion,inversion-wb)."""
@@ -201,6 +206,7 @@ def audit(
 
         names = [a.strip() for a in attacks.split(",") if a.strip()] or None
         log = _log
+        runtime = _runtime(None, device, amp) if device is not None or amp is not None else None
         _check_audit_target(target)
         inversion = names_of_kind("inversion", names) if names else []
         if inversion:
@@ -218,7 +224,7 @@ def audit(
         execution = _execution(None, executor, ray_address, ensemble, workers, batch_training) if given else None
         if Path(target).expanduser().is_dir():
             result = api.audit_run(Path(target).expanduser(), names, shadows, references, on, data, log=log,
-                                   threat=threat, seeds=seeds, preset=preset, execution=execution)
+                                   threat=threat, seeds=seeds, preset=preset, execution=execution, runtime=runtime)
             where = Path(target)
         else:
             if data is None:
@@ -227,15 +233,15 @@ def audit(
                 _check_out(out)
             where, result = api.audit_model(target, data, model, str(weights) if weights else None, membership, seed,
                                             names, shadows, references, out, log=log, threat=threat or "adaptive",
-                                            seeds=seeds, preset=preset, execution=execution)
+                                            seeds=seeds, preset=preset, execution=execution, runtime=runtime)
         con = _console()
         for table in audit_table(result):
             con.print(table)
         t = result["timing"]
         ex = result.get("execution") or {}
-        if ex:
+        if "models_trained" in ex:
             con.print(f"attacker models: {ex['models_trained']} trained, {ex['models_cached']} from the cache, "
-                      f"{ex['tasks']} task(s) on {ex['executor']} (ensemble {ex['ensemble']}), {ex['wall_s']:.1f}s wall")
+                      f"{ex['tasks']} task(s) on {ex['executor']} (ensemble {ex['ensemble']}, {ex['runtime']['device']}), {ex['wall_s']:.1f}s wall")
         con.print(f"training attacker models {t['shadow_and_reference_training_s']:.1f}s, signals {t['signals_s']:.1f}s, "
                   f"attacks {t['attacks_s']:.1f}s; plots: {_esc(where)}/audit_roc.png, {_esc(where)}/audit_per_class.png")
 
@@ -271,6 +277,26 @@ def _inversion_table(result: dict):
                           f"{ps['mean']:.2f} ({ps['ci95'][0]:.2f}-{ps['ci95'][1]:.2f})",
                           f"{a['ssim']['mean']:.3f}" if "ssim" in a else "-", f"{a['judge_accuracy']['mean']:.3f}")
     return t
+def _runtime(r, device: str | None, amp: bool | None):
+    """The recipe's ``runtime`` section (``r``: a Recipe, or None for a fresh section) with --device / --amp,
+    resolved at once: ``--device cuda`` where there is no CUDA is one line and exit 2 before anything is
+    written. Returns the section."""
+    import dataclasses
+
+    from edgeprune.recipe import RuntimeConfig
+    from edgeprune.runtime import resolve
+
+    rt = dataclasses.replace(r.runtime) if r is not None else RuntimeConfig()
+    if device is not None:
+        rt.device = device
+    if amp is not None:
+        rt.amp = amp
+    resolve(rt.device, rt.amp)
+    if r is not None:
+        r.runtime = rt
+    return rt
+
+
 def _execution(base, executor, ray_address, ensemble, workers, batch_training=None):
     """The recipe's ``exec`` section with the command-line options that were given."""
     import dataclasses
@@ -611,6 +637,8 @@ def prune(
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("runs/prune"), "--out", "-o"),
     resume: bool = typer.Option(False),
+    device: str | None = typer.Option(None, "--device", help="where models train: auto (a GPU where CUDA exists) | cpu | cuda | cuda:N"),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on a GPU"),
 ):
     """Prune a model: structured (physically smaller), block, 2:4 or unstructured, with a schedule; saves plan.json."""
 
@@ -632,6 +660,7 @@ def prune(
             r.train.epochs = epochs
         if finetune_epochs is not None:
             r.finetune.epochs = finetune_epochs
+        _runtime(r, device, amp)
         res = api.prune_run(r, out, resume=resume, log=_log)
         t = Table("", "dense", "pruned", title=_esc(f"{model}: {res['method']} ({res['schedule']}) at {sparsity}"))
         t.add_row("params", f"{res['params_dense']:,}", f"{res['params_pruned']:,}")
@@ -692,6 +721,8 @@ def tune(
     executor: str | None = typer.Option(None, help="where trials run: local (--jobs > 1: process) | process | ray"),
     ray_address: str | None = typer.Option(None, help="ray: unset starts a local Ray, 'auto' joins a running cluster, or HOST:PORT"),
     ensemble: int | None = typer.Option(None, help="attacker models of each trial's audit trained as one batched ensemble"),
+    device: str | None = typer.Option(None, "--device", help="where models train: auto (a GPU where CUDA exists) | cpu | cuda | cuda:N"),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on a GPU"),
 ):
     """Search compression settings to an accuracy / leakage budget; Pareto front and the chosen point."""
 
@@ -712,6 +743,7 @@ def tune(
             if value is not None:
                 setattr(section, field, value)
         r.exec = _execution(r.exec, executor, ray_address, ensemble, None)
+        _runtime(r, device, amp)
         r.validate()
         space = Space(_floats(sparsity, "sparsity"), _words(method), _words(criterion), _words(defense), _words(quant))
         budget = Budget(max_acc_drop, max_auc, max_tpr, objective)

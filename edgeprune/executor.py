@@ -130,7 +130,9 @@ class ProcessExecutor(Executor):
 
 
 def _ray_task(fn: Callable, shared: Any, args: Any, threads: int) -> Any:
-    with torch_threads(threads):
+    from edgeprune.runtime import task_gpu
+
+    with torch_threads(threads), task_gpu():  # the task's runtime resolves to the GPU Ray reserved for it
         return fn(shared, args)
 
 

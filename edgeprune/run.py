@@ -295,6 +295,9 @@ class Run:
         # another device is allowed (the manifest records the device each stage ran on)
         what = {k: v for k, v in recipe.items() if k not in ("exec", "runtime")}
         self.recipe_hash = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+        from edgeprune.runtime import of_recipe
+
+        self.runtime = of_recipe(recipe).describe()  # a device that is not here fails before anything is written
         self.lock = RunLock(self.final).acquire()  # before looking at anything: another process may own it
         try:
             self._open(resume)
@@ -317,6 +320,11 @@ class Run:
             shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True, exist_ok=True)
         self.manifest = self._load_or_new()
+        earlier = self.manifest.get("runtime")
+        if earlier and earlier != self.runtime:  # resumed on another device: each stage's device stays known
+            self.manifest.setdefault("runtime_earlier", []).append(
+                {**earlier, "stages_done": sorted(k for k, v in self.manifest["stages"].items() if v.get("done"))})
+        self.manifest["runtime"] = self.runtime
 
     def close(self) -> None:
         """Release the run's lock (``complete`` does it too); a run left unfinished stays for --resume."""

@@ -6,6 +6,7 @@ the ``Runtime`` it is handed (``Runtime.cpu()`` where none is), so CPU and CUDA 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from edgeprune.errors import ConfigError
@@ -52,8 +53,6 @@ class Runtime:
 
     def autocast(self):
         """bf16 autocast where ``amp`` is on and the device is a GPU; a no-op context elsewhere."""
-        import contextlib
-
         import torch
 
         if self.amp and self.is_cuda:
@@ -78,12 +77,36 @@ class Runtime:
         return out
 
 
+_task_gpu: dict = {"device": None}  # set inside an executor task that was given one GPU
+
+
+@contextlib.contextmanager
+def task_gpu():
+    """Inside a Ray task: the GPU Ray reserved for it (Ray makes it the only visible one, ``cuda:0``) is where
+    every ``auto`` / ``cuda`` / ``cuda:N`` runtime of the task resolves, so the reserved GPU does the work
+    (the driver's ``cuda:N`` names a GPU of another machine's numbering). A task without a GPU: unchanged."""
+    try:
+        import ray
+
+        gpus = ray.get_gpu_ids() if ray.is_initialized() else []
+    except Exception:  # not in a Ray worker
+        gpus = []
+    before = _task_gpu["device"]
+    _task_gpu["device"] = "cuda:0" if gpus and cuda_available() else None
+    try:
+        yield _task_gpu["device"]
+    finally:
+        _task_gpu["device"] = before
+
+
 def resolve(device: str = "auto", amp: bool = False) -> Runtime:
     """``auto`` is the first GPU where CUDA exists, else the CPU; ``cuda`` / ``cuda:N`` where there is no such
     GPU is a ConfigError (the CLI's one line, exit 2) before any work."""
     check_device(device)
     if device == "cpu":
         return Runtime("cpu", amp)
+    if _task_gpu["device"] is not None:  # an executor task's reserved GPU
+        device = _task_gpu["device"]
     have = cuda_available()
     if device == "auto":
         return Runtime("cuda:0", amp) if have else Runtime("cpu", amp)
@@ -99,6 +122,30 @@ def resolve(device: str = "auto", amp: bool = False) -> Runtime:
     torch.backends.cuda.matmul.allow_tf32 = False  # figures close to the CPU's; amp is the opt-in for speed
     torch.backends.cudnn.allow_tf32 = False
     return Runtime(f"cuda:{index}", amp)
+
+
+def of_recipe(recipe) -> Runtime:
+    """The runtime a recipe (a Recipe or its dict) asks for, resolved here."""
+    rt = (recipe.get("runtime") or {}) if isinstance(recipe, dict) else vars(recipe.runtime)
+    return resolve(rt.get("device", "auto"), bool(rt.get("amp", False)))
+
+
+def gpu_count() -> int:
+    """CUDA devices torch sees (0 without CUDA)."""
+    if not cuda_available():
+        return 0
+    import torch
+
+    return int(torch.cuda.device_count())
+
+
+def gpu_names() -> list[str]:
+    """The name of every CUDA device torch sees (for machine descriptions)."""
+    if not cuda_available():
+        return []
+    import torch
+
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 
 
 def _torch_version() -> str:

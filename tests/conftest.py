@@ -28,3 +28,15 @@ def npz_file(tmp_path):
     np.savez(path, x_train=rng.normal(size=(80, 12)).astype(np.float32), y_train=rng.integers(0, 3, 80),
              x_test=rng.normal(size=(40, 12)).astype(np.float32), y_test=rng.integers(0, 3, 40))
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run where CUDA exists and are skipped, with the reason, elsewhere."""
+    from edgeprune.runtime import cuda_available
+
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none here); benchmarks/gpu_check.sh runs these on a GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -330,7 +330,8 @@ def run_audit(
     t0 = time.perf_counter()
     by_threat, roc = {}, {}
     for threat, models in attacker.items():
-        by_threat[threat], roc_t = _evaluate(attacks, variants, tsig, tpop, models, cand, yc, plan, log, threat)
+        by_threat[threat], roc_t = _evaluate(attacks, variants, tsig, tpop, models, cand, yc, plan, log, threat,
+                                             _runtime_of(factory))
         roc.setdefault(threat, roc_t)
     timing["attacks_s"] = time.perf_counter() - t0
     timing["total_s"] = time.perf_counter() - t_start
@@ -353,7 +354,7 @@ def run_audit(
         "roc": roc[primary],
         "timing": {k: round(v, 3) for k, v in timing.items()},
         "cache": {"hits": cache.hits, "misses": cache.misses},
-        "execution": _execution_summary(execution),
+        "execution": {**_execution_summary(execution), "runtime": _runtime_of(factory).describe()},
     }
     for v in vsig:  # selection figures (tune, benchmarks): members vs held-out validation samples
         out["variants"][v]["validation"] = validation_block(attacks, tsig[0][v], cand, vsig[v], plan)
@@ -408,6 +409,13 @@ def _attacker_models(factory, ds, split, plan, cand, ck, pop_idx, pk, want_shado
     if n_sh != (plan.shadows if want_shadows else 0) or n_refs != (plan.references if want_refs else 0):
         raise RuntimeError(f"attacker models used ({n_sh} shadows, {n_refs} references) differ from the plan")
     return _AttackerModels(shadow_sets, refs, n_sh, n_refs, execution)
+
+
+def _runtime_of(factory):
+    """Where the attacker's models train: the recipe's runtime (the CPU without attacker models)."""
+    from edgeprune.runtime import Runtime, of_recipe
+
+    return of_recipe(factory.recipe) if factory is not None else Runtime.cpu()
 
 
 def _execution_summary(calls: dict[str, dict]) -> dict:
@@ -482,7 +490,7 @@ def paired(a: list[float | None], b: list[float | None]) -> dict:
     return {"diff": float(d.mean()), "p": p, "significant": bool(p < 0.05)}
 
 
-def _evaluate(attacks, variants, tsig, tpop, models: _AttackerModels, cand, yc, plan, log, threat):
+def _evaluate(attacks, variants, tsig, tpop, models: _AttackerModels, cand, yc, plan, log, threat, runtime=None):
     out_variants, roc = {}, {}
     for v in variants:
         compressed = v != "dense" and "dense" in tsig[0]
@@ -493,6 +501,7 @@ def _evaluate(attacks, variants, tsig, tpop, models: _AttackerModels, cand, yc, 
             refs=models.refs.get(v),
             population=tp.get(v),
             seed=plan.seed,
+            runtime=runtime,
         ) for ts, tp in zip(tsig, tpop, strict=True)]
         results, skipped, roc[v] = {}, {}, {}
         for name in attacks:
@@ -565,6 +574,11 @@ def pipeline_key(recipe, split_hash: str) -> str:
     parts["opset"] = d.get("export", {}).get("opset")
     parts["edgeprune"] = __version__
     parts["split_hash"] = split_hash
+    from edgeprune.runtime import of_recipe
+
+    rt = of_recipe(recipe)
+    if rt.is_cuda:  # GPU-trained attacker models differ numerically from CPU ones (CPU keys stay as they were)
+        parts["device"] = "cuda+amp" if rt.amp else "cuda"
     if d["quant"]["mode"] != "none":  # 7-bit weights chosen from this CPU's features make other artifacts
         from edgeprune.pipeline import int8_settings
 

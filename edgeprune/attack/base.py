@@ -41,6 +41,7 @@ class AttackInputs:
     # when these inputs replay the attack with one reference playing the target (to choose a threshold),
     # the attacker's full reference set: choices that depend on how many references there are follow it
     full_refs: References | None = None
+    runtime: object = None  # edgeprune.runtime.Runtime where attack classifiers train (None: the CPU)
 
 
 @dataclass

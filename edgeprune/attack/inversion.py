@@ -55,6 +55,7 @@ class InversionInputs:
     box: tuple[np.ndarray, np.ndarray] | None  # per-channel (low, high) of valid inputs, broadcastable
     plan: InversionPlan
     head: Callable | None = None  # differentiable torch head (white-box only)
+    runtime: object = None  # edgeprune.runtime.Runtime the decoder / the white-box optimisation runs on (None: CPU)
 
 
 # --- the decoder ---------------------------------------------------------------------------------
@@ -102,12 +103,19 @@ def make_decoder(feat_shape: tuple[int, ...], out_shape: tuple[int, ...], width:
     return MLPDecoder()
 
 
-def train_decoder(x: np.ndarray, f: np.ndarray, plan: InversionPlan):
+def train_decoder(x: np.ndarray, f: np.ndarray, plan: InversionPlan, runtime=None):
+    """The decoder features -> input, trained on ``runtime``'s device (the CPU by default): data moved there
+    once, the shuffling drawn on the CPU (the same order on every device), no host sync in the steps."""
     import torch
 
+    from edgeprune.runtime import Runtime
+
+    rt = runtime or Runtime.cpu()
+    dev = rt.torch_device()
     torch.manual_seed(plan.seed)
-    dec = make_decoder(tuple(f.shape[1:]), tuple(x.shape[1:]), plan.width)
-    xt, ft = torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(np.ascontiguousarray(f, np.float32))
+    dec = make_decoder(tuple(f.shape[1:]), tuple(x.shape[1:]), plan.width).to(dev)
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(dev)
+    ft = torch.from_numpy(np.ascontiguousarray(f, np.float32)).to(dev)
     opt = torch.optim.Adam(dec.parameters(), lr=plan.lr)
     steps_per_epoch = max(1, math.ceil(len(x) / 64))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, plan.epochs * steps_per_epoch))
@@ -115,11 +123,14 @@ def train_decoder(x: np.ndarray, f: np.ndarray, plan: InversionPlan):
     dec.train()
     for _ in range(plan.epochs):
         perm = torch.randperm(len(x), generator=g)
+        perm_dev = perm.to(dev)
         for i in range(0, len(x), 64):
-            b = perm[i : i + 64]
-            if len(b) < 2:
+            if len(perm[i : i + 64]) < 2:  # sizes known on the host: no sync
                 continue
-            loss = torch.nn.functional.mse_loss(dec(ft[b]), xt[b])
+            b = perm_dev[i : i + 64]
+            with rt.autocast():
+                rec = dec(ft[b])
+            loss = torch.nn.functional.mse_loss(rec.float(), xt[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -132,10 +143,13 @@ def decoder_inversion(inp: InversionInputs) -> np.ndarray:
     """Black-box inversion: a decoder trained on the attacker's (input, feature) pairs."""
     import torch
 
-    dec = train_decoder(inp.x_pool, inp.f_pool, inp.plan)
-    with torch.no_grad():
-        out = dec(torch.from_numpy(np.ascontiguousarray(inp.f_target, np.float32))).numpy()
-    return _clip(out, inp.box)
+    from edgeprune.runtime import Runtime
+
+    rt = inp.runtime or Runtime.cpu()
+    dec = train_decoder(inp.x_pool, inp.f_pool, inp.plan, rt)
+    with torch.no_grad(), rt.autocast():
+        out = dec(torch.from_numpy(np.ascontiguousarray(inp.f_target, np.float32)).to(rt.torch_device()))
+    return _clip(out.float().cpu().numpy(), inp.box)
 
 
 def total_variation(x):
@@ -150,19 +164,33 @@ def total_variation(x):
 @register("inversion-wb", needs=("features", "head"), kind="inversion")
 def whitebox_inversion(inp: InversionInputs) -> np.ndarray:
     """White-box inversion: gradient descent on the input to match the features, total-variation prior."""
-    import torch
-
     if inp.head is None:
         raise ValueError("the white-box inversion needs the head")
-    torch.manual_seed(inp.plan.seed)
-    f = torch.from_numpy(np.ascontiguousarray(inp.f_target, np.float32))
-    x = torch.zeros(len(f), *inp.in_shape, requires_grad=True)  # the data mean (inputs are standardised)
-    lo, hi = (torch.from_numpy(np.asarray(b, np.float32)) for b in inp.box) if inp.box else (None, None)
-    opt = torch.optim.Adam([x], lr=inp.plan.wb_lr)
+    return whitebox_optimise(inp.f_target, inp.head, inp.in_shape, inp.box, inp.plan, inp.runtime).cpu().numpy()
+
+
+def whitebox_optimise(f_target: np.ndarray, head, in_shape, box, plan: InversionPlan, runtime=None):
+    """The white-box optimisation on ``runtime``'s device (a torch module head is copied there); returns the
+    reconstructed inputs as a tensor on that device."""
+    import copy
+
+    import torch
+
+    from edgeprune.runtime import Runtime
+
+    rt = runtime or Runtime.cpu()
+    dev = rt.torch_device()
+    if isinstance(head, torch.nn.Module) and dev.type != "cpu":
+        head = copy.deepcopy(head).to(dev)
+    torch.manual_seed(plan.seed)
+    f = torch.from_numpy(np.ascontiguousarray(f_target, np.float32)).to(dev)
+    x = torch.zeros(len(f), *in_shape, device=dev, requires_grad=True)  # the data mean (inputs are standardised)
+    lo, hi = (torch.from_numpy(np.asarray(b, np.float32)).to(dev) for b in box) if box else (None, None)
+    opt = torch.optim.Adam([x], lr=plan.wb_lr)
     norm = f.flatten(1).pow(2).sum(1).clamp_min(1e-8)
-    for _ in range(inp.plan.wb_steps):
-        match = (inp.head(x) - f).flatten(1).pow(2).sum(1) / norm
-        loss = (match + inp.plan.tv * total_variation(x)).sum()
+    for _ in range(plan.wb_steps):
+        match = (head(x) - f).flatten(1).pow(2).sum(1) / norm
+        loss = (match + plan.tv * total_variation(x)).sum()
         (grad,) = torch.autograd.grad(loss, x)
         opt.zero_grad()
         x.grad = grad
@@ -170,7 +198,7 @@ def whitebox_inversion(inp: InversionInputs) -> np.ndarray:
         if lo is not None:
             with torch.no_grad():
                 x.copy_(torch.maximum(torch.minimum(x, hi), lo))
-    return x.detach().numpy()
+    return x.detach()
 
 
 def _clip(x: np.ndarray, box) -> np.ndarray:
@@ -280,8 +308,9 @@ class FeatureSource:
 
 def run_inversion(x_pool: np.ndarray, x_cand: np.ndarray, y_cand: np.ndarray, is_member: np.ndarray,
                   sources: dict[str, dict[str, FeatureSource]], points: list, judge: Callable[[np.ndarray], np.ndarray],
-                  preprocessing: dict, plan: InversionPlan, log=lambda m: None) -> tuple[dict, dict]:
-    """``sources[variant][point name]``; returns (result JSON, picture rows per point for the grid)."""
+                  preprocessing: dict, plan: InversionPlan, log=lambda m: None, runtime=None) -> tuple[dict, dict]:
+    """``sources[variant][point name]``; returns (result JSON, picture rows per point for the grid). The
+    decoders and the white-box optimisation run on ``runtime`` (None: the CPU)."""
     from edgeprune.attack.base import ATTACKS
 
     in_shape = tuple(x_cand.shape[1:])
@@ -302,7 +331,7 @@ def run_inversion(x_pool: np.ndarray, x_cand: np.ndarray, y_cand: np.ndarray, is
                 if "head" in atk.needs and src.head is None:
                     entry.setdefault("skipped", {})[name] = "needs a differentiable head"
                     continue
-                inp = InversionInputs(x_pool, f_pool, f_cand, in_shape, box, plan, src.head)
+                inp = InversionInputs(x_pool, f_pool, f_cand, in_shape, box, plan, src.head, runtime)
                 rec = np.asarray(atk.fn(inp), np.float32)
                 rec_px, _ = to_pixels(rec, preprocessing)
                 correct = judge(rec).argmax(1) == y_cand

@@ -53,37 +53,59 @@ def _model(dim: int = 32, heads: int = 4, layers: int = 2):
     return SAMIA()
 
 
-def train_and_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int,
-                    epochs: int = 12, max_train: int = 6000, batch_size: int = 128) -> np.ndarray:
+def fit(x_train: np.ndarray, y_train: np.ndarray, seed: int, runtime=None, epochs: int = 12,
+        max_train: int = 6000, batch_size: int = 128):
+    """The SAMIA classifier trained on ``runtime``'s device (the CPU by default): data moved there once, the
+    shuffling drawn on the CPU (the same order on every device), no host sync in the steps."""
     import torch
     import torch.nn.functional as F
 
+    from edgeprune.runtime import Runtime
+
+    rt = runtime or Runtime.cpu()
+    dev = rt.torch_device()
     rng = np.random.default_rng(seed)
     if len(x_train) > max_train:  # balanced subsample keeps training time bounded on 2 cores
         keep = rng.choice(len(x_train), max_train, replace=False)
         x_train, y_train = x_train[keep], y_train[keep]
     torch.manual_seed(seed)
-    model = _model()
+    model = _model().to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    xt = torch.from_numpy(x_train)
-    yt = torch.from_numpy(y_train.astype(np.float32))
+    xt = torch.from_numpy(x_train).to(dev)
+    yt = torch.from_numpy(y_train.astype(np.float32)).to(dev)
     gen = torch.Generator().manual_seed(seed)
     steps = epochs * max(1, (len(xt) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     model.train()
     for _ in range(epochs):
-        order = torch.randperm(len(xt), generator=gen)
+        order = torch.randperm(len(xt), generator=gen).to(dev)
         for i in range(0, len(xt), batch_size):
             idx = order[i : i + batch_size]
-            loss = F.binary_cross_entropy_with_logits(model(xt[idx]), yt[idx])
+            with rt.autocast():
+                logits = model(xt[idx])
+            loss = F.binary_cross_entropy_with_logits(logits.float(), yt[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-    model.eval()
-    with torch.no_grad():
-        xs = torch.from_numpy(x_test)
-        return torch.cat([model(xs[i : i + 1024]) for i in range(0, len(xs), 1024)]).numpy()
+    return model.eval()
+
+
+def score(model, x_test: np.ndarray, runtime=None) -> np.ndarray:
+    import torch
+
+    from edgeprune.runtime import Runtime
+
+    rt = runtime or Runtime.cpu()
+    with torch.no_grad(), rt.autocast():
+        xs = torch.from_numpy(x_test).to(rt.torch_device())
+        out = torch.cat([model(xs[i : i + 1024]).float() for i in range(0, len(xs), 1024)])
+    return out.cpu().numpy()
+
+
+def train_and_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int, runtime=None,
+                    epochs: int = 12, max_train: int = 6000, batch_size: int = 128) -> np.ndarray:
+    return score(fit(x_train, y_train, seed, runtime, epochs, max_train, batch_size), x_test, runtime)
 
 
 @register("samia", needs=("shadows", "sensitivity"), threshold=0.0)  # scores are logits
@@ -91,4 +113,4 @@ def samia(inp: AttackInputs) -> np.ndarray:
     """SAMIA: transformer over per-class [softmax, sensitivity, label] tokens, trained on shadows"""
     xs = np.concatenate([tokens(s.target) for s in inp.shadows])
     ys = np.concatenate([s.is_in for s in inp.shadows])
-    return train_and_score(xs, ys, tokens(inp.target), inp.seed)
+    return train_and_score(xs, ys, tokens(inp.target), inp.seed, inp.runtime)

@@ -25,17 +25,30 @@ class Predictor:
     key: str  # identifies the model for the signal cache (artifact sha256, or how a shadow was made)
 
 
-def torch_predictor(model, key: str, batch_size: int = 512) -> Predictor:
-    import torch
+def torch_predictor(model, key: str, batch_size: int = 512, runtime=None) -> Predictor:
+    """Logits of a torch module computed on ``runtime``'s device (the CPU by default; a GPU scores a copy of
+    the module, the caller's stays where it is). A GPU's logits differ from the CPU's in the last bits: the
+    cache key says which device computed them."""
+    import copy
 
-    model = model.eval()
+    from edgeprune.runtime import Runtime
+
+    rt = runtime or Runtime.cpu()
+    model = model.eval() if not rt.is_cuda else copy.deepcopy(model).eval().to(rt.torch_device())
 
     def predict(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-            return np.concatenate([model(t[i : i + batch_size]).numpy() for i in range(0, len(t), batch_size)])
+        return np.concatenate([b.float().cpu().numpy() for b in forward_batches(model, x, batch_size, rt)])
 
-    return Predictor(predict, key)
+    return Predictor(predict, key if not rt.is_cuda else f"{key}-cuda")
+
+
+def forward_batches(model, x: np.ndarray, batch_size: int, runtime) -> list:
+    """The module's outputs on ``x`` in batches, as tensors on the runtime's device (inputs moved there once)."""
+    import torch
+
+    with torch.no_grad(), runtime.autocast():
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(runtime.torch_device())
+        return [model(t[i : i + batch_size]) for i in range(0, len(t), batch_size)]
 
 
 def onnx_predictor(path: str | Path, key: str | None = None, threads: int = 1, batch_size: int = 512,

@@ -96,22 +96,50 @@ def _torch_measure(compile_: bool):
     def measure(t: Target, batch: int, s: Settings) -> dict:
         import torch
 
+        from edgeprune.runtime import resolve
+
         torch.set_num_threads(max(1, s.threads))
-        model = t.module.eval()
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-        model = model.to(dev)
+        rt = resolve("auto")
+        model, kernels = t.module.eval(), None
+        if rt.is_cuda:  # block-pruned layers through the project's BSR kernels (CUDA C++ or Triton)
+            model, kernels = block_sparse_for_cuda(model)
+        model = model.to(rt.torch_device())
         fn = torch.compile(model) if compile_ else model
-        x = torch.from_numpy(_inputs(t, batch, s.seed)).to(dev)
+        x = torch.from_numpy(_inputs(t, batch, s.seed)).to(rt.torch_device())
         with torch.inference_mode():
-            if dev == "cpu":
+            if not rt.is_cuda:
                 times = time_callable(lambda: fn(x), s.warmup_s, s.duration_s, s.min_runs)
                 return {**summarize(times, batch), "device": "cpu"}
-            return _cuda_timing(fn, x, batch, s)
+            out = _cuda_timing(fn, x, batch, s, rt)
+            if kernels:
+                from edgeprune.sparse.ops import _cuda_backend
+
+                out["block_sparse"] = {**kernels, "kernel": _cuda_backend.get("name")}  # the one that ran
+            return out
 
     return measure
 
 
-def _cuda_timing(fn, x, batch: int, s: Settings) -> dict:
+def block_sparse_for_cuda(model, min_zero_fraction: float = 0.5):
+    """A copy of ``model`` whose block-masked Linear / Conv2d layers (a ``block`` run's: whole zero tiles in
+    at least ``min_zero_fraction`` of the blocks, at the largest tile size that covers all zero tiles) are replaced by
+    the BSR modules of edgeprune.sparse.ops, which call the CUDA C++ / Triton kernels on a GPU. A dense,
+    structured or unstructured model has no zero tiles and is returned as it is. Returns (model, summary or
+    None)."""
+    from torch import nn
+
+    from edgeprune.sparse.ops import BLOCKS, block_zero_fraction, to_block_sparse
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    zeros = {b: sum(block_zero_fraction(m.weight, b) * m.weight.numel() for m in layers) for b in BLOCKS}
+    if max(zeros.values()) == 0:
+        return model, None
+    block = max(b for b in BLOCKS if zeros[b] >= max(zeros.values()))  # the mask's block size: the largest
+    sparse, replaced = to_block_sparse(model, block, min_zero_fraction)  # tile that covers every zero block
+    return (sparse, {"block": block, "layers": replaced}) if replaced else (model, None)
+
+
+def _cuda_timing(fn, x, batch: int, s: Settings, rt) -> dict:
     """CUDA events around each call (optionally replaying a captured CUDA graph)."""
     import torch
 
@@ -143,7 +171,7 @@ def _cuda_timing(fn, x, batch: int, s: Settings) -> dict:
         b.synchronize()
         times.append(a.elapsed_time(b) / 1e3)
     return {**summarize(times, batch), "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20,
-            "device": torch.cuda.get_device_name(), "cuda_graph": s.cuda_graph}
+            "device": rt.gpu_name(), "cuda_graph": s.cuda_graph}
 
 
 BACKENDS.register("torch")(Backend("torch", _torch_unavailable, _torch_measure(False)))

@@ -10,21 +10,16 @@ def machine() -> dict:
     the package versions."""
     import platform
 
+    from edgeprune.runtime import gpu_names
     from edgeprune.versions import package_versions
 
-    gpu = None
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name()
-    except Exception:  # no torch / broken CUDA: no GPU to name
-        gpu = None
+    gpus = gpu_names()
     import onnxruntime as ort
 
     from edgeprune.cpu import cpu_info
 
     info = cpu_info()
-    return {"cpu": info["model"], "cores": os.cpu_count(), "gpu": gpu, "system": platform.system(),
+    return {"cpu": info["model"], "cores": os.cpu_count(), "gpu": gpus[0] if gpus else None, "gpus": gpus,
+            "system": platform.system(),
             "arch": info["arch"], "cpu_features": info["features"], "int8_kernels": info["int8_kernels"],
             "onnxruntime_providers": ort.get_available_providers(), "versions": package_versions()}

@@ -18,11 +18,12 @@ from edgeprune.stages.report import stage as report_stage
 def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: int | None = None,
               references: int | None = None, on: str = "onnx", data: str | None = None, log=print,
               threat: str | None = None, seeds: int | None = None, preset: str | None = None,
-              execution=None) -> dict:
+              execution=None, runtime=None) -> dict:
     """Re-audit a finished run (signals are cached in the run, so other attacks cost little). The run is
     locked and never moved: the new audit files are staged beside it and swapped in only when the audit
     completes; impossible settings are refused first. ``execution`` (ExecConfig): where the attacker models
-    train, instead of the run's recipe ``exec``."""
+    train, instead of the run's recipe ``exec``; ``runtime`` (RuntimeConfig): the device they train on, instead
+    of the run's recipe ``runtime``."""
     from edgeprune.attack.audit import AuditPlan, check_plan, resolve_attacks, with_preset
     from edgeprune.attack.signals import torch_predictor
     from edgeprune.run import RunUpdate, verify_artifact
@@ -46,6 +47,8 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
                            {"shadows": shadows, "references": references, "threat": threat, "seeds": seeds})
         if execution is not None:
             recipe.exec = execution
+        if runtime is not None:
+            recipe.runtime = runtime
         plan.execution = recipe.exec
         check_plan(plan)
         if on == "onnx":
@@ -53,8 +56,11 @@ def audit_run(run_dir: str | Path, attacks: list[str] | None = None, shadows: in
         else:
             audited = [("dense", DENSE_WEIGHTS), ("pruned", WEIGHTS)]
             key = {rel: verify_artifact(up.dir, up.manifest, rel)[:16] for _, rel in audited}
-            targets = {"dense": torch_predictor(load_dense(ctx, up.dir), f"torch-dense-{key[DENSE_WEIGHTS]}"),
-                       "pruned": torch_predictor(load_pruned(ctx, up.dir), f"torch-pruned-{key[WEIGHTS]}")}
+            from edgeprune.runtime import of_recipe
+
+            rt = of_recipe(recipe)
+            targets = {"dense": torch_predictor(load_dense(ctx, up.dir), f"torch-dense-{key[DENSE_WEIGHTS]}", runtime=rt),
+                       "pruned": torch_predictor(load_pruned(ctx, up.dir), f"torch-pruned-{key[WEIGHTS]}", runtime=rt)}
         # new cache entries are staged with the update: a failed audit leaves the finished run as it was
         audit = audit_targets(ctx, targets, up.dir / "audit_cache", plan, cache_stage=up.staged_path("audit_cache"))
         up.stage_tree("audit_cache")
@@ -76,7 +82,7 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
                 membership: str = "train-test", seed: int = 0, attacks: list[str] | None = None,
                 shadows: int | None = None, references: int | None = None, out: str | Path | None = None,
                 recipe_path: str | None = None, log=print, threat: str = "adaptive", seeds: int | None = None,
-                preset: str | None = None, execution=None) -> tuple[Path, dict]:
+                preset: str | None = None, execution=None, runtime=None) -> tuple[Path, dict]:
     """Audit a model that was not made by ``compress``: an ONNX file, or a zoo / user model with weights.
 
     Membership comes from the data: ``train-test`` (an npz / CIFAR-10 file's train rows are members, half of
@@ -106,6 +112,8 @@ def audit_model(target: str, data: str, model: str | None = None, weights: str |
     resolve_attacks(attacks or recipe.audit.attacks)
     if execution is not None:
         recipe.exec = execution
+    if runtime is not None:
+        recipe.runtime = runtime
     recipe.validate(names=False)
     cfg = recipe.audit
     plan = with_preset(AuditPlan(attacks or cfg.attacks, 0, 0, cfg.max_samples, cfg.population, cfg.bootstrap, seed),
@@ -148,8 +156,9 @@ def _audit_file(path: Path, target: str, model: str | None, weights, seed: int, 
         check_fits(m, ds.in_shape, ds.num_classes, name=f"model {target!r}")
         load_weights(m, weights)
         from edgeprune.run import sha256_file
+        from edgeprune.runtime import of_recipe
 
-        pred = torch_predictor(m, f"torch-{sha256_file(Path(weights))[:16]}")
+        pred = torch_predictor(m, f"torch-{sha256_file(Path(weights))[:16]}", runtime=of_recipe(recipe))
     factory = None
     if arch:
         recipe.model = arch

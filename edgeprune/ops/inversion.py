@@ -167,8 +167,11 @@ def inversion_audit(run_dir: str | Path, attacks: list[str] | None = None, layer
         with torch.no_grad():
             return dense(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
 
+    from edgeprune.runtime import of_recipe
+
     result, pictures = run_inversion(ctx.ds.x[pool], ctx.ds.x[cand.idx], ctx.ds.y[cand.idx], cand.is_member,
-                                     sources, points, judge, ctx.ds.preprocessing, plan, log=log)
+                                     sources, points, judge, ctx.ds.preprocessing, plan, log=log,
+                                     runtime=of_recipe(ctx.recipe))
     result["judge"] = "the run's dense model (fp32)"
     if noise:
         result["split_noise"] = next(iter(noise.values()))[1]

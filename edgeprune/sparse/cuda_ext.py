@@ -26,10 +26,11 @@ def sources() -> list[Path]:
 def load(verbose: bool = False):
     global _module
     if _module is None:
-        import torch
         from torch.utils.cpp_extension import load as build
 
-        if not torch.cuda.is_available():
+        from edgeprune.runtime import cuda_available
+
+        if not cuda_available():
             raise UserError("the CUDA block-sparse kernels need a CUDA device")
         _module = build(name="edgeprune_bsr_ext", sources=[str(s) for s in sources()],
                         extra_include_paths=[str(kernels_dir())],
