@@ -365,3 +365,92 @@ def test_exports_add_to_the_run_and_repeat_exactly(run):
     assert sha256_file(run / "export" / "model.fp16.onnx") == fp16  # the first export's file is still there
     assert info["files"]["model.fp16.onnx"]["opset"] == 20
     _intact(run)
+
+
+# --- a run directory is data: tampered files are refused, paths stay inside the run (issue 25) -------
+
+def _tampered_copy(run: Path, dest: Path, rehash: bool, edit) -> Path:
+    """A copy of ``run`` whose files ``edit(copy, manifest)`` changes; with ``rehash`` the manifest is made
+    consistent again (artifact sha256s and recipe_hash recomputed), as an attacker who knows the format can."""
+    import hashlib
+    import shutil
+
+    from edgeprune.run import recipe_hash
+
+    shutil.copytree(run, dest)
+    man = json.loads((dest / MANIFEST).read_text())
+    edit(dest, man)
+    if rehash:
+        man["artifacts"] = {rel: sha256_file(dest / rel) if (dest / rel).is_file() else digest
+                            for rel, digest in man["artifacts"].items()}
+        for rel in ("inversion.json", "inversion/g.png"):
+            if (dest / rel).is_file():
+                man["artifacts"][rel] = hashlib.sha256((dest / rel).read_bytes()).hexdigest()
+        man["recipe_hash"] = recipe_hash(man["recipe"])
+    (dest / MANIFEST).write_text(json.dumps(man))
+    return dest
+
+
+def _inversion(grids: dict) -> dict:
+    stats = {"psnr": {"mean": 12.0, "ci95": [11.0, 13.0]}}
+    return {"variants": {"dense": {"features": {"feature_shape": [8], "attacks": {"inversion": stats}}}},
+            "grids": grids}
+
+
+@pytest.mark.parametrize("rehash", [False, True])
+@pytest.mark.parametrize("case", ["absolute", "dotdot", "symlink", "audit-artifact"])
+def test_report_refuses_run_files_that_lead_outside_the_run(run, tmp_path, rehash, case):
+    escape = tmp_path / "x" / "escaped_report"
+
+    def edit(d: Path, man: dict):
+        if case == "audit-artifact":
+            audit = json.loads((d / "audit.json").read_text())
+            audit["variants"]["pruned"]["artifact"] = "/etc/hostname"
+            (d / "audit.json").write_text(json.dumps(audit))
+            return
+        if case == "symlink":
+            (d / "inversion").mkdir()
+            (d / "inversion" / "g.png").symlink_to("/etc/hostname")
+            grids = {"features": "inversion/g.png"}
+        else:
+            grids = {"/../../../../../../.." + str(escape): "/etc/hostname" if case == "absolute" else "../../../etc/hostname"}
+        (d / "inversion.json").write_text(json.dumps(_inversion(grids)))
+
+    copy = _tampered_copy(run, tmp_path / "copy", rehash, edit)
+    res = runner.invoke(app, ["report", str(copy), "-o", str(tmp_path / "r2" / "report.html")])
+    assert res.exit_code == 2, res.output
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output, res.output
+    assert ("sha256" in res.output) if not rehash else ("not inside the run" in res.output
+                                                       or "leads outside the run" in res.output), res.output
+    assert not (tmp_path / "r2").exists() and not escape.parent.exists()
+
+
+@pytest.mark.parametrize("rehash", [False, True])
+def test_a_manifest_naming_code_never_runs_it_unless_the_user_names_or_trusts_it(run, tmp_path, monkeypatch, rehash):
+    class Called(Exception):
+        pass
+
+    def boom():
+        raise Called("os.abort called")
+
+    monkeypatch.setattr(os, "abort", boom)
+    copy = _tampered_copy(run, tmp_path / "copy", rehash, lambda d, man: man["recipe"].__setitem__("model", "os:abort"))
+    commands = [["export", str(copy)], ["export", str(copy), "--split", "0"], ["bench", str(copy), "--batch", "1"],
+                ["audit", str(copy), "--attacks", "loss"], ["bundle", str(copy), "-o", str(tmp_path / "b")]]
+    for args in commands:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and not isinstance(res.exception, Called), (args, res.output)
+        assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output, res.output
+        if rehash:
+            assert "'os:abort'" in res.output and "--model os:abort" in res.output and "--trust-code" in res.output
+        else:
+            assert "recipe_hash" in res.output, res.output
+    res = runner.invoke(app, ["report", str(copy), "-o", str(tmp_path / "r.html")])
+    assert res.exit_code == (0 if rehash else 2), res.output  # the report builds no model; it checks the hash
+    if rehash:  # the user's explicit word builds the run's model (here: calls os.abort)
+        for extra in (["--trust-code"], ["--model", "os:abort"]):
+            res = runner.invoke(app, ["export", str(copy), *extra])
+            assert isinstance(res.exception, Called), res.output
+        res = runner.invoke(app, ["export", str(copy), "--model", "os:system"])  # another spec is no consent
+        assert res.exit_code == 2 and "'os:abort'" in res.output
+    assert not (tmp_path / "b").exists()
