@@ -454,3 +454,11 @@ def test_a_manifest_naming_code_never_runs_it_unless_the_user_names_or_trusts_it
         res = runner.invoke(app, ["export", str(copy), "--model", "os:system"])  # another spec is no consent
         assert res.exit_code == 2 and "'os:abort'" in res.output
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("audit", [{"variants": []}, {"variants": {"dense": {"attacks": 3}}}, [1, 2]])
+def test_report_of_run_files_that_hold_nonsense_at_a_consistent_hash_is_one_line(run, tmp_path, audit):
+    copy = _tampered_copy(run, tmp_path / "copy", True, lambda d, man: (d / "audit.json").write_text(json.dumps(audit)))
+    res = runner.invoke(app, ["report", str(copy), "-o", str(tmp_path / "r" / "report.html")])
+    assert res.exit_code == 2 and "the run is damaged" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -296,6 +296,9 @@ def pareto_figure(data: dict, metric: tuple[str, str]):
         ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=0.8, label="Pareto front")
     if pts:
         ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no figure within resolution\n(more non-members, or --leakage auc)", transform=ax.transAxes,
+                ha="center")
     ax.set_xlabel(mathtext_escape(f"latency p50 ms ({key})"))
     ax.set_ylabel(axis)
     ax.set_title("latency vs leakage (point size = test accuracy)")
@@ -322,7 +325,8 @@ def sparsity_figure(data: dict, metric: tuple[str, str]):
     if a2.get_legend_handles_labels()[0]:
         a2.legend(fontsize=7)
     else:
-        a2.text(0.5, 0.5, "no figure within resolution", transform=a2.transAxes, ha="center")
+        a2.text(0.5, 0.5, "no figure within resolution\n(more non-members, or --leakage auc)", transform=a2.transAxes,
+                ha="center")
     return fig
 
 
