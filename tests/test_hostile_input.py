@@ -332,7 +332,12 @@ def hostile_run(tmp_path_factory):
         up.write_json("inversion.json", {"variants": {"dense": {layer: {"feature_shape": [8], "attacks": {
             f"inv{XSS}": stats}}}}, "grids": {layer: rel}})
     plt.close(fig)
-    man = json.loads((out / "manifest.json").read_text())
+    from edgeprune.run import recipe_hash
+
+    man = json.loads((out / "manifest.json").read_text())  # a model spec with markup (the report builds no model)
+    man["recipe"]["model"] = man["model"]["spec"] = f"pkg{XSS}:f"
+    man["recipe_hash"] = recipe_hash(man["recipe"])
+    (out / "manifest.json").write_text(json.dumps(man))
     assert "inversion.json" in man["artifacts"] and man["recipe"]["data"] == f"npz:{f}"
     return out
 
@@ -346,7 +351,8 @@ def test_the_report_escapes_every_run_text_and_makes_every_element_and_attribute
     page = _check_report_page(out.read_text())
     assert sum(tag == "img" for tag, _ in page.elements) == 4  # 3 plots + the inversion grid
     text = "".join(page.text)
-    assert hostile_run.name in text and f"f{XSS}" in text and f"inv{XSS}" in text  # shown as text
+    for shown in (hostile_run.name, f"f{XSS}", f"inv{XSS}", f"pkg{XSS}:f", f"t{XSS}.npz"):  # shown as text
+        assert shown in text, shown
     ids = [a["id"] for t, a in page.elements if t == "img"]
     assert ids[:3] == ["plot-pareto", "plot-sparsity", "plot-roc"]
     assert re.fullmatch(r"plot-inversion-x-img-src-x-onerror-alert-1-f-img-src-x-[a-z-]*-[0-9a-f]{10}", ids[3])

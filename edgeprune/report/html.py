@@ -391,6 +391,17 @@ window.addEventListener("load", () => {
 """  # the report's only script (a headless browser reads the rendered sizes); nothing in it comes from a run
 
 
+def recipes_html(data: dict) -> str:
+    """What each run is: model, data, pruning, quantization, defense (from its hash-checked recipe)."""
+    head = "".join(f"<th>{_esc(h)}</th>" for h in ("run", "model", "data", "pruning", "quantization", "defense"))
+    trs = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in (
+        r["name"], r.get("model", "-"), r.get("data", "-"), f"{r.get('method', '-')} at {r['sparsity']:g}",
+        r.get("quant", "-"), r.get("defense", "none") + (f" (scope {r['defense_scope']})" if r.get("defense", "none")
+                                                          != "none" and "defense_scope" in r else ""))) + "</tr>"
+                  for r in data["runs"])
+    return f'<h2>Runs</h2><table id="recipes"><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>'
+
+
 def render_html(data: dict, figures: list[Figure]) -> str:
     """The page. Every text that comes from a run is escaped (element text and attributes); ids come from
     Figure names, which are fixed words or slugs."""
@@ -408,13 +419,14 @@ def render_html(data: dict, figures: list[Figure]) -> str:
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 13px; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
-th {{ background: #f2f2f2; }} td:nth-child(-n+3) {{ text-align: left; }}
+th {{ background: #f2f2f2; }} td:nth-child(-n+3) {{ text-align: left; }} #recipes td, #recipes th {{ text-align: left; }}
 figure {{ display: inline-block; margin: 1em; vertical-align: top; }} img {{ max-width: 100%; }}
 figcaption {{ font-size: 13px; color: #555; max-width: 40em; }}
 </style></head><body>
 <h1>edgeprune report</h1>
 <p>{len(data["runs"])} run(s). Latency measured on {_esc(machine)}; leakage audited on the exported artifacts.</p>
 <table id="runs"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>
+{recipes_html(data)}
 {inversion_html(data)}
 <h2>Plots</h2>
 {figs}
