@@ -38,6 +38,7 @@ from edgeprune.stages.common import (
     load_dense,
     load_pruned,
     load_teacher,
+    trust_code,
 )
 from edgeprune.stages.report import load_report
 from edgeprune.stages.runner import PRUNE_STAGES, compress, prune_run
@@ -49,7 +50,7 @@ __all__ = [
     "audit_run", "audit_model", "export_run", "VerificationFailed", "bundle_run", "bench", "inversion_audit",
     "export_split_run", "bundle_split_run", "machine",
     # a run's models and files, for scripts and tests
-    "Context", "load_dense", "load_pruned", "load_teacher",
+    "Context", "load_dense", "load_pruned", "load_teacher", "trust_code",
     "DENSE_WEIGHTS", "DENSE_ONNX", "PRUNED_WEIGHTS", "TEACHER_WEIGHTS", "REWIND_WEIGHTS", "PLAN", "WEIGHTS", "ONNX",
     "INT8_ONNX", "MIXED_ONNX", "INVERSION", "SPLIT_DIR",
 ]

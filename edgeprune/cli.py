@@ -86,6 +86,24 @@ def _disk_full(e: BaseException) -> OSError | None:
     return None
 
 
+def _trust_opt():
+    return typer.Option(False, "--trust-code", help="build the run's model even where its recipe names code "
+                        "(pkg.module:factory): a run directory is data; pass this only for runs you made or trust")
+
+
+def _model_opt(onnx: bool = False):
+    return typer.Option(None, "--model", help=("architecture of an ONNX target, for shadows / references; for a "
+                                                "run: " if onnx else "") + "the run's model spec where it is code "
+                        "(pkg.module:factory), which builds that spec only (see --trust-code)")
+
+
+def _trusting(model: str | None, trust: bool):
+    """The block in which a finished run's code-named model may be built (edgeprune.stages.common.trust_code)."""
+    from edgeprune.stages.common import trust_code
+
+    return trust_code([model] if model else [], trust)
+
+
 def _check_out(path: Path, what: str = "-o") -> None:
     """Refuse at once an output path that cannot be created: its nearest existing ancestor must be a
     writable directory (a file in the way, a read-only or special file system fail here, before any work)."""
@@ -174,7 +192,8 @@ def audit(
     shadows: int | None = typer.Option(None, help="shadow models through the same pipeline (nn, samia, diff, class-wise)"),
     references: int | None = typer.Option(None, help="reference models for lira / rmia (even numbers pair up)"),
     on: str = typer.Option("onnx", help="run dirs: audit the exported ONNX artifacts (int8 included) or the torch modules"),
-    model: str | None = typer.Option(None, "--model", help="architecture of an ONNX target, for shadows / references"),
+    model: str | None = _model_opt(onnx=True),
+    trust: bool = _trust_opt(),
     weights: Path | None = typer.Option(None, help="weights of a model-spec target"),
     membership: str = typer.Option("train-test", help="non-run targets: train-test (npz / cifar10 parts) or split"),
     seed: int = typer.Option(0, help="non-run targets: seed of the split and of the attacker's models"),
@@ -213,7 +232,8 @@ def audit(
             if not Path(target).expanduser().is_dir():
                 _fail("inversion attacks audit a run directory (they need the model's split points)")
             layers = [w.strip() for w in (layer or "").split(",") if w.strip()]
-            result = api.inversion_audit(Path(target).expanduser(), inversion, layers, split_noise, log=log)
+            with _trusting(model, trust):
+                result = api.inversion_audit(Path(target).expanduser(), inversion, layers, split_noise, log=log)
             _console().print(_inversion_table(result))
             names = [n for n in names if n not in inversion]
             if not names:
@@ -223,8 +243,10 @@ def audit(
         given = any(v is not None for v in (executor, ray_address, ensemble, workers, batch_training))
         execution = _execution(None, executor, ray_address, ensemble, workers, batch_training) if given else None
         if Path(target).expanduser().is_dir():
-            result = api.audit_run(Path(target).expanduser(), names, shadows, references, on, data, log=log,
-                                   threat=threat, seeds=seeds, preset=preset, execution=execution, runtime=runtime)
+            with _trusting(model, trust):
+                result = api.audit_run(Path(target).expanduser(), names, shadows, references, on, data, log=log,
+                                       threat=threat, seeds=seeds, preset=preset, execution=execution,
+                                       runtime=runtime)
             where = Path(target)
         else:
             if data is None:
@@ -331,6 +353,8 @@ def export(
                                      "features at this split point) and split/tail.onnx (features -> logits)"),
     split_noise: float = typer.Option(0.0, "--split-noise", help="with --split: the head adds Gaussian noise of this "
                                       "many feature standard deviations to the features it sends"),
+    model: str | None = _model_opt(),
+    trust: bool = _trust_opt(),
 ):
     """Export the compressed model to verified ONNX (fp32 / fp16 / int8 QDQ / block-sparse) or for TensorRT."""
 
@@ -340,15 +364,17 @@ def export(
         from edgeprune import api
 
         if split is not None:
-            info = api.export_split_run(run_dir, split, opset, split_noise, log=_log)
+            with _trusting(model, trust):
+                info = api.export_split_run(run_dir, split, opset, split_noise, log=_log)
             v = info["verification"]
             _console().print(f"split at {info['split_point']}: features {tuple(info['feature_shape'])}, "
                              f"{info['bytes_per_sample']['fp32']} bytes per sample (fp32); head+tail vs model: "
                              f"max relative error {v['composed_max_rel_err']:.1e}, top-1 agreement {v['top1_agreement']:.4f}")
             return
 
-        res = api.export_run(run_dir, format, opset, dynamic_batch, batch, fp16, int8, activations, calibration,
-                             block, dense, log=_log)
+        with _trusting(model, trust):
+            res = api.export_run(run_dir, format, opset, dynamic_batch, batch, fp16, int8, activations, calibration,
+                                 block, dense, log=_log)
         t = Table("file", "precision", "max rel err", "top-1 agree", "test acc")
         for name, info in res["files"].items():
             err = info.get("max_rel_err")
@@ -374,6 +400,8 @@ def bundle(
     dynamic_batch: bool = typer.Option(False, help="dynamic batch (build_engine.sh then passes shape profiles)"),
     split: str | None = typer.Option(None, "--split", help="split deployment: the head up to this split point on "
                                      "the device, the tail under server/ with run_onnx.py"),
+    model: str | None = _model_opt(),
+    trust: bool = _trust_opt(),
 ):
     """Write a Jetson deployment bundle: ONNX, plugin sources, build_engine.sh, bench.sh, run_onnx.py, manifest."""
 
@@ -383,10 +411,12 @@ def bundle(
         _check_out(out)
         precisions = [p.strip() for p in precision.split(",") if p.strip()]
         if split is not None:
-            path = api.bundle_split_run(run_dir, out, split, precisions, batch, dynamic_batch, log=_log)
+            with _trusting(model, trust):
+                path = api.bundle_split_run(run_dir, out, split, precisions, batch, dynamic_batch, log=_log)
             _console().print(f"split bundle: {_esc(path)}  (device: ./build_engine.sh for the head; server: server/run_onnx.py)")
             return
-        path = api.bundle_run(run_dir, out, precisions, batch, dynamic_batch, log=_log)
+        with _trusting(model, trust):
+            path = api.bundle_run(run_dir, out, precisions, batch, dynamic_batch, log=_log)
         _console().print(f"bundle: {_esc(path)}  (copy it to the device, then ./build_engine.sh && ./bench.sh)")
 
     _guard(go, interrupted="run the same bundle command again (-o is as it was)", out=out)
@@ -407,6 +437,8 @@ def bench_cmd(
     identity: Path | None = typer.Option(None, help="--backend remote: ssh private key"),
     python: str = typer.Option("python3", help="--backend remote: python with numpy + onnxruntime on the device"),
     remote_dir: str = typer.Option("edgeprune", help="--backend remote: base directory on the device (relative to your home)"),
+    model: str | None = _model_opt(),
+    trust: bool = _trust_opt(),
 ):
     """Latency p50/p90/p99 and throughput per backend and batch (plus peak GPU memory for torch on CUDA);
     appended to bench.json."""
@@ -425,8 +457,9 @@ def bench_cmd(
         if "remote" in backend:
             check_remote_dir(remote_dir)
         h = Host(host, port, str(identity) if identity else None, str(ssh_config) if ssh_config else None) if host else None
-        out, entries = api.bench(target, [b.strip() for b in backend.split(",") if b.strip()], batches, threads,
-                                 warmup, duration, cuda_graph, h, python, remote_dir, log=_log)
+        with _trusting(model, trust):
+            out, entries = api.bench(target, [b.strip() for b in backend.split(",") if b.strip()], batches, threads,
+                                     warmup, duration, cuda_graph, h, python, remote_dir, log=_log)
         for e in entries:
             t = Table(title=f"{e['backend']} ({e.get('threads')} thread(s))")
             for c in ("variant", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "items/s", "vs dense"):
@@ -490,6 +523,8 @@ def deploy(
 def report(
     run_dirs: list[Path] = typer.Argument(..., help="one or more run directories (e.g. a sparsity sweep)"),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file; .md, .json and plots go beside it"),
+    leakage: str = typer.Option("tpr", help="the plots' leakage axis: tpr (the strongest attack's TPR at 0.1% FPR, "
+                                "1% where below resolution) | auc"),
 ):
     """One self-contained HTML report (plus Markdown and JSON) comparing runs: latency, accuracy, leakage."""
 
@@ -497,7 +532,7 @@ def report(
         from edgeprune.report.html import write_report
 
         _check_out(out, "report file")
-        paths = write_report(run_dirs, out)
+        paths = write_report(run_dirs, out, leakage)
         _console().print(_esc(f"report: {paths['html']}  ({paths['markdown'].name}, {paths['json'].name})"))
 
     _guard(go, out=out)

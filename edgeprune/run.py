@@ -284,6 +284,14 @@ def _umask() -> int:
     return mask
 
 
+def recipe_hash(recipe: dict) -> str:
+    """The sha256 a manifest records for its recipe. Where the work runs (recipe ``exec``, ``runtime``) does
+    not make a different run: resuming on Ray or on another device is allowed (the manifest records the
+    device each stage ran on)."""
+    what = {k: v for k, v in recipe.items() if k not in ("exec", "runtime")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
 class Run:
     """A run being built (``compress``): staged in ``.NAME.partial``, locked until ``complete`` or ``close``."""
 
@@ -293,8 +301,7 @@ class Run:
         self.recipe = recipe
         # where the work runs (recipe "exec", "runtime") does not make a different run: resuming on Ray or on
         # another device is allowed (the manifest records the device each stage ran on)
-        what = {k: v for k, v in recipe.items() if k not in ("exec", "runtime")}
-        self.recipe_hash = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+        self.recipe_hash = recipe_hash(recipe)
         from edgeprune.runtime import of_recipe
 
         self.runtime = of_recipe(recipe).describe()  # a device that is not here fails before anything is written
@@ -445,6 +452,56 @@ def read_manifest(run_dir: str | Path) -> dict:
 
 
 # --- integrity ------------------------------------------------------------------------------------
+
+def check_recipe(run_dir: str | Path, manifest: dict) -> dict:
+    """The manifest's recipe, checked against the ``recipe_hash`` recorded beside it (an edited or corrupted
+    manifest is refused before anything is built or read from its recipe)."""
+    recipe = manifest.get("recipe")
+    if not isinstance(recipe, dict) or manifest.get("recipe_hash") != recipe_hash(recipe):
+        raise RunDirError(f"{Path(run_dir) / MANIFEST}: its recipe does not match the recipe_hash recorded with it "
+                          "(edited or corrupted since the run was made); edgeprune will not use it")
+    return recipe
+
+
+def confined(run_dir: str | Path, rel) -> Path:
+    """``run_dir / rel`` for a run-relative path taken from a run's own files, refused (RunDirError) unless it
+    stays inside the run: a relative path without ``..``, which resolves (symlinks followed) inside it."""
+    root = Path(run_dir).expanduser().resolve()
+    parts = Path(rel).parts if isinstance(rel, str) and rel and "\\" not in rel and "\0" not in rel else None
+    if not parts or Path(rel).is_absolute() or ".." in parts:
+        raise RunDirError(f"{root}: a file of the run names the path {str(rel)[:120]!r}, which is not inside the "
+                          "run; edgeprune reads only the run's own files")
+    p = (root / rel).resolve()
+    if not p.is_relative_to(root):
+        raise RunDirError(f"{root}: {str(rel)[:120]!r} leads outside the run (to {str(p)[:120]}); edgeprune reads "
+                          "only the run's own files")
+    return p
+
+
+def read_verified(run_dir: str | Path, manifest: dict, rel) -> bytes:
+    """The bytes of artifact ``rel`` (confined to the run), read once and checked against the manifest's
+    sha256 (no window between the check and the use)."""
+    p = confined(run_dir, rel)
+    want = manifest.get("artifacts", {}).get(rel)
+    if want is None:
+        raise RunDirError(f"{Path(run_dir) / rel}: not recorded in the run's manifest; edgeprune reads only files "
+                          "whose sha256 the manifest records")
+    if not p.is_file():
+        raise RunDirError(f"{Path(run_dir) / rel}: missing; rerun `edgeprune compress ... --resume` on the run "
+                          "to rebuild it")
+    data = p.read_bytes()
+    if hashlib.sha256(data).hexdigest() != want:
+        raise RunDirError(f"{Path(run_dir) / rel}: differs from the sha256 in the run's manifest (changed or "
+                          "corrupted since it was written); rerun `edgeprune compress ... --resume` on the run "
+                          "to rebuild it")
+    return data
+
+
+def read_verified_json(run_dir: str | Path, manifest: dict, rel) -> Any:
+    try:
+        return json.loads(read_verified(run_dir, manifest, rel))
+    except (UnicodeDecodeError, ValueError):
+        raise RunDirError(f"{Path(run_dir) / rel} cannot be read as JSON; the run is damaged") from None
 
 def artifact_problem(run_dir: Path, manifest: dict, rel: str) -> str | None:
     """What is wrong with artifact ``rel`` of a run (missing, unrecorded, or not its recorded sha256)."""

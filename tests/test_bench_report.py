@@ -82,15 +82,20 @@ def test_report_has_every_run_and_plot(sweep, tmp_path):
     assert res.exit_code == 0, res.output
     text = out.read_text()
     for run in sweep:
-        assert f"<td>{run.name}</td>" in text
-    imgs = re.findall(r'<img id="plot-(\w+)" alt="\w+" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+        assert f"<td>{run.name}</td><td>dense</td><td>none</td>" in text  # run, variant, defense
+    imgs = re.findall(r'<img id="plot-(\w+)" alt="[\w ]+" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert {k for k, _ in imgs} == {"pareto", "sparsity", "roc"} and all(len(b) > 10_000 for _, b in imgs)
+    assert "<figcaption>" not in text  # the plots carry their own titles: no stray "pareto" under them
     data = json.loads(out.with_suffix(".json").read_text())
     assert [r["sparsity"] for r in data["runs"]] == [0.3, 0.7]
     assert data["runs"][1]["variants"][1]["params"] < data["runs"][0]["variants"][1]["params"]
     assert "![latency vs leakage](report_plots/pareto.png)" in out.with_suffix(".md").read_text()
     res = runner.invoke(app, ["report", str(tmp_path), "-o", str(out)])
     assert res.exit_code == 2 and "not a finished edgeprune run" in res.output
+    res = runner.invoke(app, ["report", *map(str, sweep), "-o", str(tmp_path / "auc.html"), "--leakage", "auc"])
+    assert res.exit_code == 0 and (tmp_path / "auc_plots" / "pareto.png").stat().st_size > 10_000, res.output
+    res = runner.invoke(app, ["report", *map(str, sweep), "-o", str(tmp_path / "x.html"), "--leakage", "tpr@5%"])
+    assert res.exit_code == 2 and "--leakage must be one of tpr, auc" in res.output and not (tmp_path / "x.html").exists()
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -103,3 +108,75 @@ def test_report_has_every_run_and_plot(sweep, tmp_path):
     assert 'data-loaded="1"' in proc.stdout, proc.stderr[-500:]
     sizes = re.findall(r'data-rendered="(\d+)x(\d+)"', proc.stdout)
     assert len(sizes) == 3 and all(int(w) > 300 and int(h) > 200 for w, h in sizes)
+
+
+def _variant(name, acc, auc, tpr01, tpr1, p50):
+    return {"variant": name, "onnx_kb": 10.0, "params": 100, "macs": 1000, "test_accuracy": acc, "train_accuracy": 1.0,
+            "strongest_attack": "lira", "strongest_auc": auc, "strongest_tpr@0.001fpr": tpr01,
+            "strongest_tpr@0.01fpr": tpr1, "strongest_tpr_text": "-", "attacks": {},
+            "latency": {"ort-cpu/b1": {"p50_ms": p50, "p90_ms": p50 * 1.2}}}
+
+
+def _run(name, sparsity, defense, variants):
+    return {"name": name, "sparsity": sparsity, "method": "structured", "defense": defense, "variants": variants,
+            "roc": {}, "machine": {"cpu": "x"}}
+
+
+def _two_defenses_one_sparsity(tpr01_private=0.124):
+    """Issue 26's report: a plain and a private run at one sparsity (AUC 0.987 vs 0.956; TPR@0.1% 0.266 vs 0.124)."""
+    return {"runs": [
+        _run("plain", 0.5, "none", [_variant("dense", 0.70, 0.990, 0.300, 0.5, 2.0),
+                                    _variant("pruned", 0.68, 0.987, 0.266, 0.45, 1.0)]),
+        _run("private", 0.5, "dmp:1.0", [_variant("dense", 0.70, 0.990, 0.300, 0.5, 2.0),
+                                         _variant("pruned", 0.66, 0.956, tpr01_private, 0.3, 1.0)])]}
+
+
+def test_the_leakage_axis_is_the_tpr_at_the_goal_fpr_with_auc_as_the_option():
+    from edgeprune.errors import ConfigError
+    from edgeprune.report.html import leakage_metric, pareto_figure
+
+    data = _two_defenses_one_sparsity()
+    assert leakage_metric(data) == ("strongest_tpr@0.001fpr", "TPR at 0.1% FPR of the strongest attack")
+    assert leakage_metric(data, "auc")[0] == "strongest_auc"
+    key, label = leakage_metric(_two_defenses_one_sparsity(tpr01_private=None))  # below resolution at 0.1%
+    assert key == "strongest_tpr@0.01fpr" and label.startswith("TPR at 1% FPR") and "below resolution" in label
+    with pytest.raises(ConfigError, match="--leakage must be one of tpr, auc"):
+        leakage_metric(data, "tpr@5%")
+    fig = pareto_figure(data, leakage_metric(data))
+    ax = fig.axes[0]
+    ys = sorted(float(y) for c in ax.collections for _, y in c.get_offsets())
+    assert ys == [0.124, 0.266, 0.3, 0.3] and ax.get_ylabel() == "TPR at 0.1% FPR of the strongest attack"
+
+
+def test_accuracy_vs_sparsity_never_joins_different_runs_at_one_sparsity():
+    from edgeprune.report.html import leakage_metric, sparsity_figure
+
+    data = _two_defenses_one_sparsity()
+    data["runs"].append(_run("plain-0.8", 0.8, "none", [_variant("dense", 0.70, 0.99, 0.3, 0.5, 2.0),
+                                                        _variant("pruned", 0.60, 0.98, 0.2, 0.4, 0.8)]))
+    fig = sparsity_figure(data, leakage_metric(data))
+    for ax in fig.axes:
+        series = {ln.get_label(): ln for ln in ax.get_lines()}
+        assert set(series) == {"dense, defense none", "pruned, defense none", "pruned, defense dmp:1.0"}
+        for ln in series.values():
+            xs = list(ln.get_xdata())
+            if ln.get_linestyle() != "None":  # a drawn line runs along the sparsity axis, never up and down
+                assert len(set(xs)) == len(xs) > 1, (ln.get_label(), xs)
+        assert list(series["pruned, defense none"].get_xdata()) == [0.5, 0.8]
+        assert series["pruned, defense none"].get_linestyle() == "-"
+        assert series["dense, defense none"].get_linestyle() == "None"  # three dense models at sparsity 0
+        assert list(series["pruned, defense dmp:1.0"].get_xdata()) == [0.5]
+    fig.clf()
+
+
+def test_the_report_table_names_each_runs_defense():
+    from edgeprune.report.html import table_rows
+
+    head, rows = table_rows(_two_defenses_one_sparsity())
+    col = head.index("defense")
+    assert [(r[0], r[1], r[col]) for r in rows] == [
+        ("plain", "dense", "none"), ("plain", "pruned", "none"),
+        ("private", "dense", "none (fine-tuning: dmp:1.0)"), ("private", "pruned", "dmp:1.0")]  # scope finetune
+    data = _two_defenses_one_sparsity()
+    data["runs"][1]["defense_scope"] = "both"  # the dense model trained with the defense too
+    assert [r[col] for r in table_rows(data)[1]][2:] == ["dmp:1.0", "dmp:1.0"]

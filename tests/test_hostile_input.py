@@ -230,3 +230,15 @@ def test_remote_commands_pass_double_dash_before_paths(monkeypatch, tmp_path):
     with pytest.raises(remote.RemoteError):
         remote.deploy(tmp_path, remote.Host("jetson"), remote_dir="edge/x")
     assert calls[0] == [["mkdir", "-p", "--", "edge/x"]]
+
+
+# --- a model spec that is no model factory (issue 26 item 4) ----------------------------------------
+@pytest.mark.parametrize("spec,match", [
+    ("os:system", "is not a model factory"), ("math:sqrt", "is not a model factory"),
+    ("os:sep", "names a str, not a model factory"), ("collections:OrderedDict", "not a torch.nn.Module"),
+])
+def test_a_spec_naming_no_model_factory_is_one_line(tmp_path, spec, match):
+    res = runner.invoke(app, ["compress", spec, "--data", "digits", *FAST, "-o", str(tmp_path / "run")])
+    _one_line_exit_2(res, match)
+    assert spec in res.output and not (tmp_path / "run").exists()
+

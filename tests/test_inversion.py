@@ -1,6 +1,7 @@
 """Model inversion at split points and split deployment (issue 14)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -173,7 +174,8 @@ def test_inversion_audit_split_export_and_bundle_from_the_cli(digits_run, tmp_pa
     res = runner.invoke(app, ["report", str(digits_run), "-o", str(tmp_path / "rep" / "report.html")])
     assert res.exit_code == 0, res.output
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert 'id="inversion"' in page and 'id="plot-inversion-run-features"' in page
+    assert 'id="inversion"' in page and re.search(r'id="plot-inversion-run-features-[0-9a-f]{10}"', page)
+    assert "<figcaption>model inversion: run run, split point features" in page
 
     res = runner.invoke(app, ["export", str(digits_run), "--split", "classifier.9"])
     assert res.exit_code == 2

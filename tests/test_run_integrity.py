@@ -365,3 +365,216 @@ def test_exports_add_to_the_run_and_repeat_exactly(run):
     assert sha256_file(run / "export" / "model.fp16.onnx") == fp16  # the first export's file is still there
     assert info["files"]["model.fp16.onnx"]["opset"] == 20
     _intact(run)
+
+
+# --- a run directory is data: tampered files are refused, paths stay inside the run (issue 25) -------
+
+def _tampered_copy(run: Path, dest: Path, rehash: bool, edit) -> Path:
+    """A copy of ``run`` whose files ``edit(copy, manifest)`` changes; with ``rehash`` the manifest is made
+    consistent again (artifact sha256s and recipe_hash recomputed), as an attacker who knows the format can."""
+    import hashlib
+    import shutil
+
+    from edgeprune.run import recipe_hash
+
+    shutil.copytree(run, dest)
+    man = json.loads((dest / MANIFEST).read_text())
+    edit(dest, man)
+    if rehash:
+        man["artifacts"] = {rel: sha256_file(dest / rel) if (dest / rel).is_file() else digest
+                            for rel, digest in man["artifacts"].items()}
+        for rel in ("inversion.json", "inversion/g.png"):
+            if (dest / rel).is_file():
+                man["artifacts"][rel] = hashlib.sha256((dest / rel).read_bytes()).hexdigest()
+        man["recipe_hash"] = recipe_hash(man["recipe"])
+    (dest / MANIFEST).write_text(json.dumps(man))
+    return dest
+
+
+def _inversion(grids: dict) -> dict:
+    stats = {"psnr": {"mean": 12.0, "ci95": [11.0, 13.0]}}
+    return {"variants": {"dense": {"features": {"feature_shape": [8], "attacks": {"inversion": stats}}}},
+            "grids": grids}
+
+
+@pytest.mark.parametrize("rehash", [False, True])
+@pytest.mark.parametrize("case", ["absolute", "dotdot", "symlink", "audit-artifact"])
+def test_report_refuses_run_files_that_lead_outside_the_run(run, tmp_path, rehash, case):
+    escape = tmp_path / "x" / "escaped_report"
+
+    def edit(d: Path, man: dict):
+        if case == "audit-artifact":
+            audit = json.loads((d / "audit.json").read_text())
+            audit["variants"]["pruned"]["artifact"] = "/etc/hostname"
+            (d / "audit.json").write_text(json.dumps(audit))
+            return
+        if case == "symlink":
+            (d / "inversion").mkdir()
+            (d / "inversion" / "g.png").symlink_to("/etc/hostname")
+            grids = {"features": "inversion/g.png"}
+        else:
+            grids = {"/../../../../../../.." + str(escape): "/etc/hostname" if case == "absolute" else "../../../etc/hostname"}
+        (d / "inversion.json").write_text(json.dumps(_inversion(grids)))
+
+    copy = _tampered_copy(run, tmp_path / "copy", rehash, edit)
+    res = runner.invoke(app, ["report", str(copy), "-o", str(tmp_path / "r2" / "report.html")])
+    assert res.exit_code == 2, res.output
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output, res.output
+    assert ("sha256" in res.output) if not rehash else ("not inside the run" in res.output
+                                                       or "leads outside the run" in res.output), res.output
+    assert not (tmp_path / "r2").exists() and not escape.parent.exists()
+
+
+@pytest.mark.parametrize("rehash", [False, True])
+def test_a_manifest_naming_code_never_runs_it_unless_the_user_names_or_trusts_it(run, tmp_path, monkeypatch, rehash):
+    class Called(Exception):
+        pass
+
+    def boom():
+        raise Called("os.abort called")
+
+    monkeypatch.setattr(os, "abort", boom)
+    copy = _tampered_copy(run, tmp_path / "copy", rehash, lambda d, man: man["recipe"].__setitem__("model", "os:abort"))
+    commands = [["export", str(copy)], ["export", str(copy), "--split", "0"], ["bench", str(copy), "--batch", "1"],
+                ["audit", str(copy), "--attacks", "loss"], ["bundle", str(copy), "-o", str(tmp_path / "b")]]
+    for args in commands:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and not isinstance(res.exception, Called), (args, res.output)
+        assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output, res.output
+        if rehash:
+            assert "'os:abort'" in res.output and "--model os:abort" in res.output and "--trust-code" in res.output
+        else:
+            assert "recipe_hash" in res.output, res.output
+    res = runner.invoke(app, ["report", str(copy), "-o", str(tmp_path / "r.html")])
+    assert res.exit_code == (0 if rehash else 2), res.output  # the report builds no model; it checks the hash
+    if rehash:  # the user's explicit word builds the run's model (here: calls os.abort)
+        for extra in (["--trust-code"], ["--model", "os:abort"]):
+            res = runner.invoke(app, ["export", str(copy), *extra])
+            assert isinstance(res.exception, Called), res.output
+        res = runner.invoke(app, ["export", str(copy), "--model", "os:system"])  # another spec is no consent
+        assert res.exit_code == 2 and "'os:abort'" in res.output
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("audit", [{"variants": []}, {"variants": {"dense": {"attacks": 3}}}, [1, 2]])
+def test_report_of_run_files_that_hold_nonsense_at_a_consistent_hash_is_one_line(run, tmp_path, audit):
+    copy = _tampered_copy(run, tmp_path / "copy", True, lambda d, man: (d / "audit.json").write_text(json.dumps(audit)))
+    res = runner.invoke(app, ["report", str(copy), "-o", str(tmp_path / "r" / "report.html")])
+    assert res.exit_code == 2 and "the run is damaged" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+# --- the HTML report of a run whose every name carries markup (issue 25 items 1 and 6) -----------------
+XSS = '"><img src=x onerror=alert(1)>'
+REPORT_TAGS = {"html": {"lang"}, "head": set(), "meta": {"charset"}, "title": set(), "style": set(), "body": set(),
+               "h1": set(), "h2": set(), "p": set(), "table": {"id"}, "thead": set(), "tbody": set(), "tr": set(),
+               "th": set(), "td": set(), "figure": set(), "img": {"id", "alt", "src"}, "figcaption": set(),
+               "script": set()}
+
+
+class _Page:
+    """Every element, attribute, text and script of an HTML page, read with the standard library's parser."""
+
+    def __init__(self, text: str):
+        from html.parser import HTMLParser
+
+        self.elements, self.text, self.scripts = [], [], []
+        page, where = self, []
+
+        class P(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                page.elements.append((tag, dict(attrs)))
+                where.append(tag)
+
+            def handle_startendtag(self, tag, attrs):
+                page.elements.append((tag, dict(attrs)))
+
+            def handle_endtag(self, tag):
+                if where and where[-1] == tag:
+                    where.pop()
+
+            def handle_data(self, data):
+                (page.scripts if where and where[-1] == "script" else page.text).append(data)
+
+        P(convert_charrefs=True).feed(text)
+
+
+def _check_report_page(text: str) -> _Page:
+    import re
+
+    from edgeprune.report.html import SCRIPT
+
+    page = _Page(text)
+    for tag, attrs in page.elements:
+        assert tag in REPORT_TAGS, (tag, attrs)
+        assert set(attrs) <= REPORT_TAGS[tag], (tag, attrs)
+        assert re.fullmatch(r"[A-Za-z0-9._-]+", attrs.get("id", "x")), attrs
+        if tag == "img":
+            assert re.fullmatch(r"data:image/png;base64,[A-Za-z0-9+/=]+", attrs.get("src", "")), attrs
+    assert page.scripts == [SCRIPT]  # the report's own, nothing else
+    return page
+
+
+@pytest.fixture(scope="module")
+def hostile_run(run, tmp_path_factory):
+    """A copy of the finished run named with markup, whose recipe names a model spec and an npz path with
+    markup (hash recomputed: the report builds no model and reads no data), with an inversion audit whose
+    split point, attack and picture grid carry markup too (written through RunUpdate: hashes consistent)."""
+    import shutil
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgeprune.run import recipe_hash
+
+    out = tmp_path_factory.mktemp("hostile") / f"x{XSS}"
+    shutil.copytree(run, out)
+    layer = f"f{XSS}"
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1])
+    with RunUpdate(out) as up:
+        rel = f"inversion/{layer}.png"
+        fig.savefig(up.tmp_path(rel), format="png")
+        up.commit(rel)
+        stats = {"psnr": {"mean": 12.5, "ci95": [12.0, 13.0]}, "judge_accuracy": {"mean": 0.5, "ci95": [0.4, 0.6]}}
+        up.write_json("inversion.json", {"variants": {"dense": {layer: {"feature_shape": [8], "attacks": {
+            f"inv{XSS}": stats}}}}, "grids": {layer: rel}})
+    plt.close(fig)
+    man = json.loads((out / MANIFEST).read_text())
+    man["recipe"]["model"] = man["model"]["spec"] = f"pkg{XSS}:f"
+    man["recipe"]["data"] = man["data"]["spec"] = f"npz:/tmp/d{XSS}/t{XSS}.npz"
+    man["recipe_hash"] = recipe_hash(man["recipe"])
+    (out / MANIFEST).write_text(json.dumps(man))
+    return out
+
+
+def test_the_report_escapes_every_run_text_and_makes_every_element_and_attribute(hostile_run, tmp_path):
+    import re
+
+    out = tmp_path / "rep" / "report.html"
+    res = runner.invoke(app, ["report", str(hostile_run), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    page = _check_report_page(out.read_text())
+    assert sum(tag == "img" for tag, _ in page.elements) == 4  # 3 plots + the inversion grid
+    text = "".join(page.text)
+    for shown in (hostile_run.name, f"f{XSS}", f"inv{XSS}", f"pkg{XSS}:f", f"t{XSS}.npz"):  # shown as text
+        assert shown in text, shown
+    ids = [a["id"] for t, a in page.elements if t == "img"]
+    assert ids[:3] == ["plot-pareto", "plot-sparsity", "plot-roc"]
+    assert re.fullmatch(r"plot-inversion-x-img-src-x-onerror-alert-1-f-img-src-x-[a-z-]*-[0-9a-f]{10}", ids[3])
+    files = sorted(p.name for p in (tmp_path / "rep" / "report_plots").iterdir())
+    assert len(files) == 4 and all(re.fullmatch(r"[A-Za-z0-9._-]+\.png", n) for n in files), files
+    assert {p.name for p in (tmp_path / "rep").iterdir()} == {"report.html", "report.md", "report.json", "report_plots"}
+    assert "<img" not in out.with_suffix(".md").read_text()
+
+
+def test_the_report_of_a_run_named_with_mathtext(hostile_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "m$\\frac$"
+    shutil.copytree(hostile_run, run)
+    res = runner.invoke(app, ["report", str(run), "-o", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    assert "m$\\frac$" in "".join(_check_report_page((tmp_path / "r.html").read_text()).text)

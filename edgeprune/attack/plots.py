@@ -14,6 +14,11 @@ def _plt():
     return plt
 
 
+def mathtext_escape(text) -> str:
+    """Text drawn by matplotlib as it is: a ``$`` would open mathtext (``m$\\frac$`` fails to parse)."""
+    return str(text).replace("$", r"\$")
+
+
 def log_log_roc_axes(ax, title: str) -> None:
     """Log-log ROC axes (FPR 1e-4..1) with the chance diagonal, as LiRA's papers plot them."""
     ax.plot([1e-5, 1], [1e-5, 1], "k:", lw=0.8)
@@ -23,7 +28,7 @@ def log_log_roc_axes(ax, title: str) -> None:
     ax.set_ylim(1e-4, 1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(title)
+    ax.set_title(mathtext_escape(title))
 
 
 def roc_plot(audit: dict, path: str | Path) -> Path:
@@ -35,9 +40,9 @@ def roc_plot(audit: dict, path: str | Path) -> Path:
         lowest = 1e-4
         for name, pts in sorted(audit["roc"].get(v, {}).items()):
             auc = audit["variants"][v]["attacks"][name]["auc"]
-            ax.plot(pts["fpr"], pts["tpr"], label=f"{name} ({auc:.3f})", lw=1.2)
+            ax.plot(pts["fpr"], pts["tpr"], label=mathtext_escape(f"{name} ({auc:.3f})"), lw=1.2)
             lowest = max(lowest, pts.get("min_fpr", 1e-4))
-        log_log_roc_axes(ax, v)
+        log_log_roc_axes(ax, str(v))
         if lowest > 1e-4:  # the curve is not drawn where it would rest on fewer than MIN_FALSE_POSITIVES
             ax.axvspan(1e-4, lowest, color="0.9", zorder=0)
             ax.text(1.2e-4, 2e-4, "below resolution", fontsize=7, color="0.4")
@@ -66,9 +71,9 @@ def per_class_plot(audit: dict, path: str | Path) -> Path:
         ax.axhline(0.5, color="k", lw=0.8, ls="--")
         ax.set_ylim(0.3, 1.0)
         ax.set_ylabel("AUC")
-        ax.set_title(f"{v}: per-class leakage ({best})", fontsize=9)
+        ax.set_title(mathtext_escape(f"{v}: per-class leakage ({best})"), fontsize=9)
         step = max(1, len(classes) // 25)
-        ax.set_xticks(range(0, len(classes), step), [classes[i] for i in range(0, len(classes), step)], fontsize=7)
+        ax.set_xticks(range(0, len(classes), step), [mathtext_escape(classes[i]) for i in range(0, len(classes), step)], fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -34,21 +34,42 @@ def _user_factory(spec: str):
 
 
 def build_model(spec: str, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The model named by ``spec``: ``factory(in_shape=..., num_classes=...)`` with the keywords its signature
+    takes. A spec that names something other than a model factory (``os:system``, a class that is not an
+    ``nn.Module``, a constant) is refused in one line before or after the call, never with a traceback."""
     factory = MODELS.get(spec) if ":" not in spec else _user_factory(spec)
+    what = f"model spec {spec!r}"
+    if not callable(factory):
+        raise UnknownNameError(f"{what} names a {type(factory).__name__}, not a model factory (a function or an "
+                               "nn.Module class that builds the model)")
+    if inspect.isclass(factory) and not issubclass(factory, nn.Module):
+        raise UnknownNameError(f"{what} names the class {factory.__name__}, which is not a torch.nn.Module")
     kwargs = {}
     try:
-        params = inspect.signature(factory).parameters
+        sig = inspect.signature(factory)
     except (TypeError, ValueError):
-        params = {}
+        sig = None
+    params = sig.parameters if sig is not None else {}
     if "in_shape" in params:
         kwargs["in_shape"] = tuple(in_shape)
     if "num_classes" in params:
         kwargs["num_classes"] = int(num_classes)
-    model = factory(**kwargs)
+    if sig is not None:
+        try:
+            sig.bind(**kwargs)
+        except TypeError as e:
+            raise UnknownNameError(f"{what} is not a model factory: it cannot be called with "
+                                   f"{', '.join(kwargs) or 'no arguments'} ({e}); a factory takes optional "
+                                   "in_shape / num_classes and returns an nn.Module") from None
+        model = factory(**kwargs)
+    else:  # no signature to check (a builtin): a call that does not fit says so in one line
+        try:
+            model = factory(**kwargs)
+        except TypeError as e:
+            raise UnknownNameError(f"{what} is not a model factory: calling it failed ({e})") from None
     if not isinstance(model, nn.Module):
         raise UnknownNameError(f"model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
-
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,12 @@ def split_point(ctx: Context, model, name: str):
 
 def inversion_at(run_dir: Path, name: str) -> dict | None:
     """The inversion figures of a run at one split point (mean PSNR / SSIM / judge accuracy per variant)."""
-    p = Path(run_dir) / INVERSION
-    if not p.is_file():
+    from edgeprune.run import read_manifest, read_verified_json
+
+    manifest = read_manifest(run_dir)
+    if not (Path(run_dir) / INVERSION).is_file() and INVERSION not in manifest["artifacts"]:
         return None
-    inv = json.loads(p.read_text())
+    inv = read_verified_json(run_dir, manifest, INVERSION)  # at its recorded sha256, like every file read
     if name not in inv.get("layers", {}):
         return None
     out = {}

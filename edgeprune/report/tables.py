@@ -49,7 +49,7 @@ def build_report(manifest: dict, run_dir: Path, path=None) -> dict:
         "sparsity": manifest["recipe"]["prune"]["sparsity"],
         "method": manifest["recipe"]["prune"]["method"],
         "criterion": manifest["recipe"]["prune"]["criterion"],
-        "defense": _defense(manifest),
+        "defense": defense_text(manifest),
         "quant": manifest["recipe"]["quant"]["mode"],
         "bench": {"backend": bench["backend"], "threads": bench["threads"], "machine": bench_file["machine"]},
         "int8": _int8(manifest),
@@ -170,7 +170,8 @@ def to_rich(report: dict):
     return t
 
 
-def _defense(manifest: dict) -> str:
+def defense_text(manifest: dict) -> str:
+    """The run's defense in words (name:strength, the reference labels of dmp, DP-SGD's epsilon)."""
     d = manifest["recipe"].get("defense", {"name": "none"})
     if d["name"] == "none":
         return "none"

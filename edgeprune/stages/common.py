@@ -3,6 +3,8 @@ the run's file names, and loading the run's models back."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 from pathlib import Path
 
@@ -132,17 +134,45 @@ def variants(ctx: Context) -> list[tuple[str, str]]:
     return out
 
 
+_TRUST: contextvars.ContextVar[tuple[bool, frozenset]] = contextvars.ContextVar("edgeprune_trust_code",
+                                                                                  default=(False, frozenset()))
+
+
+@contextlib.contextmanager
+def trust_code(models: list[str] | tuple[str, ...] = (), everything: bool = False):
+    """Within the block, a finished run whose recipe names code (a ``pkg.module:factory`` model) may build it
+    when the spec is one of ``models`` (the user named it) or ``everything`` (``--trust-code``). A run
+    directory is data: without this, its manifest cannot make edgeprune import and call code."""
+    token = _TRUST.set((everything, frozenset(m for m in models if m)))
+    try:
+        yield
+    finally:
+        _TRUST.reset(token)
+
+
+def check_model_trusted(run_dir: str | Path, spec: str) -> None:
+    """Refuse (one line) to build a run's ``pkg.module:factory`` model the user has not named or trusted."""
+    everything, named = _TRUST.get()
+    if ":" not in spec or everything or spec in named:
+        return
+    raise ConfigError(f"{run_dir} names code as its model ({spec[:200]!r}); edgeprune imports and calls it only when "
+                      f"you name it (--model {spec[:200]}) or pass --trust-code")
+
+
 def open_run(run_dir: str | Path):
-    """A finished run's manifest and its Context, the files that rebuild its models checked first."""
+    """A finished run's manifest and its Context: the manifest's recipe checked against its hash, a model
+    that is code built only when trusted (``trust_code``), the files that rebuild its models checked first."""
     from edgeprune.recipe import from_dict
-    from edgeprune.run import read_manifest, verify_artifact
+    from edgeprune.run import check_recipe, read_manifest, verify_artifact
 
     manifest = read_manifest(run_dir)
     if not manifest.get("complete"):
         raise RunDirError(f"{run_dir} is not a finished run")
+    recipe = check_recipe(run_dir, manifest)
+    check_model_trusted(run_dir, str(recipe.get("model", "")))
     for rel in (PLAN, WEIGHTS, DENSE_WEIGHTS):  # what rebuilding the models reads
         verify_artifact(run_dir, manifest, rel)
-    ctx = Context(from_dict(Recipe, manifest["recipe"]))
+    ctx = Context(from_dict(Recipe, recipe))
     if ctx.split.hash() != manifest["split"]["hash"]:
         raise RunDirError(f"the data behind {run_dir} changed (split hash differs)")
     return manifest, ctx
