@@ -170,13 +170,14 @@ def audit(
     def go():
         from edgeprune import api
         from edgeprune.attack import audit as _registers_every_attack  # noqa: F401
+        from edgeprune.attack.audit import ALL
         from edgeprune.attack.base import names_of_kind
         from edgeprune.attack.tables import audit_table
 
         names = [a.strip() for a in attacks.split(",") if a.strip()] or None
         log = _log
         _check_audit_target(target)
-        inversion = names_of_kind("inversion", names) if names else []
+        inversion = names_of_kind("inversion", [n for n in names if n != ALL]) if names else []  # 'all': membership
         if inversion:
             if not Path(target).expanduser().is_dir():
                 _fail("inversion attacks audit a run directory (they need the model's split points)")
