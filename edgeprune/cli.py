@@ -220,6 +220,7 @@ def audit(
     def go():
         from edgeprune import api
         from edgeprune.attack import audit as _registers_every_attack  # noqa: F401
+        from edgeprune.attack.audit import ALL
         from edgeprune.attack.base import names_of_kind
         from edgeprune.attack.tables import audit_table
 
@@ -227,7 +228,7 @@ def audit(
         log = _log
         runtime = _runtime(None, device, amp) if device is not None or amp is not None else None
         _check_audit_target(target)
-        inversion = names_of_kind("inversion", names) if names else []
+        inversion = names_of_kind("inversion", [n for n in names if n != ALL]) if names else []  # 'all': membership
         if inversion:
             if not Path(target).expanduser().is_dir():
                 _fail("inversion attacks audit a run directory (they need the model's split points)")

@@ -133,3 +133,20 @@ def test_per_class_auc_matches_sklearn():
     for c, auc in got.items():
         sel = labels == int(c)
         assert auc == pytest.approx(roc_auc_score(y[sel], s[sel]), abs=1e-12)
+
+
+def test_all_expands_alone_or_beside_other_names():
+    from edgeprune.attack.audit import AuditPlan, check_plan
+    from edgeprune.attack.base import names_of_kind
+    from edgeprune.errors import ConfigError, UnknownNameError
+
+    membership = names_of_kind("membership")
+    assert "inversion" not in membership and {"loss", "lira-online", "nn"} <= set(membership)
+    assert resolve_attacks(["all"]) == resolve_attacks("all") == membership
+    assert resolve_attacks(["all", "loss"]) == membership
+    assert resolve_attacks(["loss", "all"]) == ["loss", *[n for n in membership if n != "loss"]]  # no repeats
+    with pytest.raises(UnknownNameError, match="telepathy"):
+        resolve_attacks(["all", "telepathy"])
+    check_plan(AuditPlan(["all"]))  # 'all' runs what the settings allow
+    with pytest.raises(ConfigError, match="nn needs shadow"):
+        check_plan(AuditPlan(["all", "nn"]))  # a name given beside it is checked

@@ -77,12 +77,17 @@ SEED_STRIDE = 7919  # target k of --seeds trains with recipe seed + k * SEED_STR
 SEED_METRICS = ("auc", "attack_accuracy") + TPR_KEYS
 
 
-def resolve_attacks(names: list[str]) -> list[str]:
-    if names == ["all"] or names == "all":  # every membership attack; inversion ones are named explicitly
-        return names_of_kind("membership")
-    for n in names:
-        ATTACKS.get(n)
-    return list(dict.fromkeys(names))
+ALL = "all"  # every membership attack; inversion ones are named explicitly
+
+
+def resolve_attacks(names: list[str] | str) -> list[str]:
+    """Attack names with ``all`` expanded (alone or beside others: ``all,inversion``), each checked, no repeats."""
+    out = []
+    for n in [names] if isinstance(names, str) else names:
+        out += names_of_kind("membership") if n == ALL else [n]
+        if n != ALL:
+            ATTACKS.get(n)
+    return list(dict.fromkeys(out))
 
 
 @dataclass
@@ -124,9 +129,9 @@ def check_plan(plan: AuditPlan) -> None:
         raise ConfigError("--references must be 0 or at least 2 (LiRA needs IN and OUT references)")
     if plan.threat not in (*THREATS, "both"):
         raise ConfigError(f"--threat must be adaptive, non-adaptive or both, got {plan.threat!r}")
-    if plan.attacks in (["all"], "all"):  # 'all' runs what the settings allow and lists the rest as skipped
-        return
-    for name in resolve_attacks(plan.attacks):
+    # 'all' runs what the settings allow and lists the rest as skipped; attacks named beside it are checked
+    named = [n for n in ([plan.attacks] if isinstance(plan.attacks, str) else plan.attacks) if n != ALL]
+    for name in resolve_attacks(named):
         needs = ATTACKS.get(name).needs
         if "shadows" in needs and plan.shadows == 0:
             raise ConfigError(f"attack {name} needs shadow models: pass --shadows N (N >= 1)")
