@@ -119,6 +119,11 @@ class _EarlyStopping:
             model.load_state_dict(self.best_state)
 
 
+def host_read(t: torch.Tensor):
+    """The training loops' one read of a device value per epoch (a float, or a list for a vector)."""
+    return t.cpu().tolist()
+
+
 def _device_of(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
@@ -229,7 +234,7 @@ def fit(
                         xb = crop_flip(xb, gen)
                     running += step(xb, yb, epoch).double() * len(idx)
                     seen += len(idx)
-                history.append(float(running) / max(seen, 1))  # the one host read of the epoch
+                history.append(host_read(running) / max(seen, 1))  # the one host read of the epoch
                 if on_epoch is not None:
                     on_epoch(epoch + 1, model)
                 if stopper is not None and stopper.stop(model):
@@ -552,7 +557,7 @@ def _fit_group(models, data, cfg, seeds, masks, description, runtime, validation
                 sz = torch.tensor(sizes, dtype=torch.float64)
                 running += per_member.detach().double() * sz.to(device)
                 seen += sz
-            means = (running.cpu() / seen.clamp_min(1.0)).tolist()  # the one host read of the epoch
+            means = [r / max(s, 1.0) for r, s in zip(host_read(running), seen.tolist(), strict=True)]  # one read
             for k in range(K):
                 if not active[k]:
                     continue

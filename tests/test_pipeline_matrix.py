@@ -129,3 +129,43 @@ def test_attacker_pipeline_is_the_target_quantized(tmp_path):
     _same(one.models["dense"], dense)
     _same(one.models["pruned"], pruned)
     assert one.onnx["pruned+int8"].read_bytes() == (run_dir / "model.int8.onnx").read_bytes()
+
+
+@pytest.mark.slow  # a compress and two 4-reference audits: about a minute on a shared 2-core machine
+def test_audit_figures_do_not_depend_on_the_ensemble(tmp_path):
+    """The issue's recipe (kl in both phases, rewind init, label smoothing, early stopping on the reference
+    data) audited with --ensemble 1 and --ensemble 8: the same audit.json figures (before, --ensemble 2 moved
+    LiRA's AUC and early stopping failed)."""
+    import json
+    import shutil
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from edgeprune.cli import app
+
+    recipe = {"model": "mlp", "data": "purchase-synth:800", "seed": 0,
+              "train": {"epochs": 3, "label_smoothing": 0.1, "early_stopping": 2}, "finetune": {"epochs": 1},
+              "prune": {"rewind": "init"}, "defense": {"name": "kl", "scope": "both", "reference_samples": 100},
+              "quant": {"mode": "none"}, "runtime": {"device": "cpu"},
+              "audit": {"attacks": ["loss"], "references": 0, "shadows": 0, "bootstrap": 20},
+              "bench": {"batches": [1], "warmup_s": 0.0, "duration_s": 0.02, "min_runs": 2}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    run = tmp_path / "run"
+    runner = CliRunner()
+    res = runner.invoke(app, ["compress", "mlp", "--recipe", str(tmp_path / "r.yaml"), "-o", str(run)])
+    assert res.exit_code == 0, res.output
+    figures, reports = {}, {}
+    for k in (1, 8):
+        shutil.rmtree(run / "audit_cache", ignore_errors=True)
+        res = runner.invoke(app, ["audit", str(run), "--attacks", "lira-online,loss", "--references", "4",
+                                  "--ensemble", str(k)])
+        assert res.exit_code == 0, res.output
+        audit = json.loads((run / "audit.json").read_text())
+        figures[k] = {v: {a: {f: r[f] for f in r if "seconds" not in f} for a, r in info["attacks"].items()}
+                      for v, info in audit["variants"].items()}
+        reports[k] = audit["execution"]
+        assert reports[k]["models_trained"] == 4
+    assert figures[1] == figures[8]
+    assert figures[1]["dense"]["lira-online"]["auc"] > 0.5
+    assert reports[8]["tasks"] == 1 and any("one by one" in line for line in reports[8]["ensemble_report"])
