@@ -146,12 +146,62 @@ def finetune(pruned: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe
     return run(finetune_phase(pruned, x, y, recipe, seed, desc, masks, reference, teacher), runtime)
 
 
+class ExportCache:
+    """The fp32 ONNX export (the slow part of quantizing a small model) once per pruned shape within one
+    attacker task: a model's graph is exported directly for the first two models of a shape; if swapping the
+    second model's weights into the first graph reproduces its direct export byte for byte, later models of
+    that shape reuse the graph with their own weights; otherwise every model is exported."""
+
+    def __init__(self, where: Path):
+        self.where = Path(where)
+        self.shapes: dict[tuple, list] = {}  # shape -> [template path, reusable (None: not yet known)]
+        self.count = 0
+        self.reused = 0
+
+    def export(self, model: nn.Module, in_shape, dst: Path, opset: int) -> Path:
+        import onnx
+
+        from edgeprune.engine import shape_signature
+        from edgeprune.export.onnx import export_onnx
+
+        sig = shape_signature(model)
+        entry = self.shapes.get(sig)
+        if entry is not None and entry[1]:
+            onnx.save(_with_weights(onnx.load(str(entry[0])), model), str(dst))
+            self.reused += 1
+            return dst
+        self.count += 1
+        path = export_onnx(model, in_shape, self.where / f"export{self.count}.onnx", opset=opset)
+        if entry is None:
+            self.shapes[sig] = [path, None]
+        elif entry[1] is None:
+            swapped = _with_weights(onnx.load(str(entry[0])), model).SerializeToString()
+            entry[1] = swapped == onnx.load(str(path)).SerializeToString()
+        return path
+
+
+def _with_weights(template, model: nn.Module):
+    """A copy of ``template`` whose initializers named like ``model``'s state tensors hold its values."""
+    import copy
+
+    from onnx import numpy_helper
+
+    out = copy.deepcopy(template)
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    for init in out.graph.initializer:
+        if init.name in state and tuple(init.dims) == state[init.name].shape:
+            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(state[init.name]).astype(
+                numpy_helper.to_array(init).dtype), init.name))
+    return out
+
+
 def quantize_phase(model: nn.Module, in_shape, calibration: np.ndarray, recipe: Recipe, dst: Path,
                    x: torch.Tensor | None = None, y: torch.Tensor | None = None, reference: Reference = None,
-                   teacher: nn.Module | None = None, masks=None, seed: int = 0):
+                   teacher: nn.Module | None = None, masks=None, seed: int = 0, exports: ExportCache | None = None):
     """Quantize ``model`` to QDQ ONNX at ``dst``: int8, or mixed 8/4-bit weights chosen against leakage;
     with ``quant.qat_epochs`` > 0 first fine-tune with fake-quant weights (and the recipe's defense) on
-    (x, y). ``model`` is not changed. A phase generator (QAT yields its training) returning (path, what was done)."""
+    (x, y). ``model`` is not changed. ``exports``: an attacker task's shared fp32 exports (ExportCache). A
+    phase generator (QAT yields its training) returning (path, what was done)."""
     import copy
 
     from edgeprune.errors import ConfigError
@@ -186,7 +236,8 @@ def quantize_phase(model: nn.Module, in_shape, calibration: np.ndarray, recipe: 
                              validation=_validation(qat_cfg, reference))  # early stopping on the reference data
         info["qat"] = {"epochs": cfg.qat_epochs, "defense": defense.info()}
     with tempfile.TemporaryDirectory() as tmp:
-        src = export_onnx(model, in_shape, Path(tmp) / "fp32.onnx", opset=recipe.export.opset)
+        src = (exports.export(model, in_shape, Path(tmp) / "fp32.onnx", recipe.export.opset) if exports is not None
+               else export_onnx(model, in_shape, Path(tmp) / "fp32.onnx", opset=recipe.export.opset))
         weight_bits = {f"{n}.weight": b for n, b in bits.items()} if cfg.mode == "mixed" else None
         path = quantize_int8(src, dst, calibration, activations=settings["activations"], method=cfg.calibration,
                              weight_bits=weight_bits, reduce_range=settings["reduce_range"])
@@ -249,7 +300,8 @@ class PipelineModels:
 
 
 def model_pipeline(make_model, in_shape, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, workdir: Path,
-                   tag: str, dense_only: bool = False, reference: Reference = None, runtime=None):
+                   tag: str, dense_only: bool = False, reference: Reference = None, runtime=None,
+                   exports: ExportCache | None = None):
     """The whole pipeline for one fresh model on (x, y), as one phase generator: the very phase functions the
     stages call, with the stages' seeds (dense ``seed``, pruning and fine-tuning ``seed + 1``), so a model
     trained on the target's members with the target's seed and reference data is the target, bit for bit."""
@@ -271,7 +323,7 @@ def model_pipeline(make_model, in_shape, x: torch.Tensor, y: torch.Tensor, recip
     if label:
         calib = calibration_set(x.numpy(), recipe.quant.calibration_samples, seed)
         out.onnx[label], _ = yield from quantize_phase(pruned, in_shape, calib, recipe, workdir / f"{tag}.q.onnx", x, y,
-                                                       reference, teacher, masks, seed + 1)
+                                                       reference, teacher, masks, seed + 1, exports)
     return out
 
 
@@ -308,7 +360,12 @@ def run_pipelines(make_model, in_shape, members: list[Member], recipe: Recipe, w
 
     runtime = runtime or Runtime.cpu()
     report = EnsembleReport()
+    exports = ExportCache(Path(workdir) / "fp32-exports")
+    exports.where.mkdir(parents=True, exist_ok=True)
     phases = [model_pipeline(make_model, in_shape, m.x, m.y, recipe, m.seed, workdir, m.tag, dense_only, m.reference,
-                             runtime) for m in members]
+                             runtime, exports) for m in members]
     outs = run_many(phases, runtime, batched_on(runtime.device, batch_training), report)
+    if exports.count:
+        report.add("quantization", f"{len(members)} models: {exports.count} ONNX export(s), "
+                                   f"{exports.reused} reused graph(s)")
     return outs, report
