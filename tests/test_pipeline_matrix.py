@@ -144,7 +144,7 @@ def test_audit_figures_do_not_depend_on_the_ensemble(tmp_path):
 
     from edgeprune.cli import app
 
-    recipe = {"model": "mlp", "data": "purchase-synth:800", "seed": 0,
+    recipe = {"model": "mlp", "data": "purchase-synth:1000", "seed": 0,
               "train": {"epochs": 3, "label_smoothing": 0.1, "early_stopping": 2}, "finetune": {"epochs": 1},
               "prune": {"rewind": "init"}, "defense": {"name": "kl", "scope": "both", "reference_samples": 100},
               "quant": {"mode": "none"}, "runtime": {"device": "cpu"},
