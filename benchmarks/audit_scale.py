@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the local modes")
     ap.add_argument("--mlp-steps", type=int, default=0,
                     help="also time N Adam steps (batch 128) of K=8 MLPs: 8 separate steps vs one vmap step over the "
-                         "stacked members (what edgeprune.ensemble does) vs a hand-written baddbmm step, 3 repeats")
+                         "stacked members (what edgeprune.engine.fit_many does) vs a hand-written baddbmm step, 3 repeats")
     ap.add_argument("--reverse", action="store_true", help="run the modes in the opposite order")
     ap.add_argument("--ray", default="8,16", help="K for Ray tasks (local instance, 2 CPUs, one model a task)")
     ap.add_argument("--resnet-steps", type=int, default=0,
@@ -151,7 +151,7 @@ def main() -> int:
 
 def _mlp_steps(n: int, k: int) -> dict:
     """Milliseconds per training step of k MLPs (purchase shapes, batch 128, Adam): k separate steps, one vmap
-    step over the stacked members (edgeprune.ensemble's path), and a hand-written baddbmm step; 3 repeats."""
+    step over the stacked members (edgeprune.engine.fit_many's path), and a hand-written baddbmm step; 3 repeats."""
     import copy
 
     import torch

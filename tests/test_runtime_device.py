@@ -128,10 +128,6 @@ def test_attacker_cache_key_depends_on_the_device_type_only_on_cuda(monkeypatch)
         restore()
 
 
-# ensemble.run_pipelines' own probe goes with it (issue 22 item 2, branch wip/pipeline); empty this on merge
-NOT_YET_THROUGH_RUNTIME = {"ensemble.py"}
-
-
 def test_cuda_is_probed_in_runtime_py_only():
     """``torch.cuda.is_available`` / ``get_device_name`` / ``device_count`` appear nowhere in edgeprune/ but
     edgeprune/runtime.py (attribute access, so aliases of torch.cuda are caught too)."""
@@ -142,7 +138,7 @@ def test_cuda_is_probed_in_runtime_py_only():
         if path.name == "runtime.py" and path.parent == root:
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Attribute) and node.attr in probes and path.name not in NOT_YET_THROUGH_RUNTIME:
+            if isinstance(node, ast.Attribute) and node.attr in probes:
                 base = ast.unparse(node.value)
                 if base.endswith("cuda"):
                     found.append(f"{path.relative_to(root)}:{node.lineno}: {base}.{node.attr}")

@@ -25,31 +25,41 @@ def _close_weights(a, b):
     return max(float((x.float() - y.float()).abs().max()) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
-@pytest.mark.parametrize("arch,in_shape", [("mlp", (20,)), ("resnet20", (1, 8, 8))])
-def test_ensemble_trains_each_member_as_train_would(arch, in_shape):
-    """Members with their own data (unequal sizes: padded last batches), seeds and pruning masks end where
-    one-by-one training ends, up to float rounding (BatchNorm included)."""
-    from edgeprune.ensemble import train_ensemble
+@pytest.mark.parametrize("arch,in_shape,extra", [
+    ("mlp", (20,), {}),
+    ("mlp", (20,), {"label_smoothing": 0.1, "early_stopping": 1}),
+    ("resnet20", (1, 8, 8), {}),
+    ("resnet20", (1, 8, 8), {"augment": "crop-flip", "label_smoothing": 0.1}),
+])
+def test_batched_strategy_trains_each_member_as_fit_would(arch, in_shape, extra):
+    """The engine's batched strategy: members with their own data (unequal sizes: padded last batches), seeds,
+    pruning masks, label smoothing, crop-flip draws and per-member early stopping end where one-by-one ``fit``
+    ends, up to float rounding (BatchNorm included), and their histories agree."""
+    from edgeprune.engine import fit, fit_many
     from edgeprune.models import build_model
-    from edgeprune.train import train
 
     torch.manual_seed(0)
     x = torch.randn(260, *in_shape)
     y = torch.randint(0, 5, (260,))
     data = [(x[:100], y[:100]), (x[100:197], y[100:197]), (x[160:], y[160:])]
-    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-3)
+    cfg = TrainConfig(epochs=3 if extra.get("early_stopping") else 2, batch_size=32, lr=1e-3,
+                      **extra)
+    val = [(x[i::7][:40], y[i::7][:40]) for i in range(3)] if extra.get("early_stopping") else [None] * 3
     models = [build_model(arch, in_shape, 5) for _ in data]
     name = next(n for n, p in models[0].named_parameters() if p.dim() >= 2)
     masks = [{name: (torch.rand_like(dict(m.named_parameters())[name]) > 0.5).float()} for m in models]
     ref = copy.deepcopy(models)
-    hist = train_ensemble(models, data, cfg, [3, 4, 5], masks)
-    for m, r, (xs, ys), seed, mk, h in zip(models, ref, data, [3, 4, 5], masks, hist, strict=True):
-        h_ref = train(r, xs, ys, cfg, seed=seed, masks=mk)
-        assert _close_weights(m, r) < 5e-4
-        assert np.allclose(h, h_ref, rtol=1e-4)
+    hist = fit_many(models, data, cfg, [3, 4, 5], masks, validations=val)
+    for m, r, (xs, ys), seed, mk, h, v in zip(models, ref, data, [3, 4, 5], masks, hist, val, strict=True):
+        h_ref = fit(r, xs, ys, cfg, seed=seed, masks=mk, validation=v)
+        # ResNet-20: grouped convs and BatchNorm round differently, and Adam turns a rounding-level gradient of
+        # a near-zero element into a step of up to lr; a conv net without BatchNorm is within 1e-5
+        # (test_pipeline_matrix)
+        assert _close_weights(m, r) < (1e-5 if arch == "mlp" else 2e-3)
+        assert len(h) == len(h_ref) and np.allclose(h, h_ref, rtol=1e-4 if arch == "mlp" else 1e-3)
         assert float((dict(m.named_parameters())[name].detach() * (1 - mk[name])).abs().max()) == 0.0  # masks held
     with pytest.raises(ValueError, match="same architecture"):
-        train_ensemble([build_model("mlp", (20,), 5), build_model("mlp", (21,), 5)], data[:2], cfg, [0, 1])
+        fit_many([build_model("mlp", (20,), 5), build_model("mlp", (21,), 5)], data[:2], cfg, [0, 1])
 
 
 def test_executors_agree_and_send_shared_data_once():
@@ -100,8 +110,9 @@ def test_batch_training_auto_is_one_by_one_on_cpu(tmp_path):
     from typer.testing import CliRunner
 
     from edgeprune.cli import app
-    from edgeprune.ensemble import Member, batched_on, run_pipelines
+    from edgeprune.engine import batched_on
     from edgeprune.models import build_model
+    from edgeprune.pipeline import Member, run_pipelines
     from edgeprune.recipe import Recipe
 
     assert not batched_on("cpu", "auto") and batched_on("cuda", "auto") and batched_on("cpu", "batched")
@@ -114,7 +125,7 @@ def test_batch_training_auto_is_one_by_one_on_cpu(tmp_path):
     out = {}
     for mode in ("auto", "batched"):
         models, report = run_pipelines(lambda: build_model("mlp", (12,), 3), (12,), members, r, tmp_path,
-                                       dense_only=True, device="cpu", batch_training=mode)
+                                       dense_only=True, batch_training=mode)
         out[mode] = (models, report.lines())
     assert out["auto"][1] == ["dense training: 3 models one by one (batched training off on cpu)"]
     assert out["batched"][1] == ["dense training: 3 models batched"]
@@ -126,14 +137,14 @@ def test_batch_training_auto_is_one_by_one_on_cpu(tmp_path):
 
 
 @pytest.mark.parametrize("reduce_range", [True, False])
-def test_batched_int8_export_uses_the_targets_int8_settings(tmp_path, reduce_range):
-    """The ensemble's shared int8 export quantizes every member as the target's pipeline does: with the recipe's
+def test_ensemble_int8_export_uses_the_targets_int8_settings(tmp_path, reduce_range):
+    """An ensemble's int8 export quantizes every member as the target's pipeline does (the same quantize phase): with the recipe's
     (or the CPU's) 7-bit weights where onnxruntime's U8S8 kernels saturate, full 8-bit weights otherwise."""
     import onnx
     from onnx import numpy_helper
 
-    from edgeprune.ensemble import Member, run_pipelines
     from edgeprune.models import build_model
+    from edgeprune.pipeline import Member, run_pipelines
     from edgeprune.recipe import Recipe
 
     gen = torch.Generator().manual_seed(1)
@@ -142,7 +153,7 @@ def test_batched_int8_export_uses_the_targets_int8_settings(tmp_path, reduce_ran
     r.train.epochs, r.finetune.epochs, r.prune.sparsity, r.quant.mode = 2, 1, 0.5, "int8"
     r.quant.reduce_range = reduce_range
     members = [Member(x[i::3], y[i::3], 7 + i, f"m{i}") for i in range(3)]
-    outs, report = run_pipelines(lambda: build_model("mlp", (12,), 3), (12,), members, r, tmp_path, device="cpu")
+    outs, report = run_pipelines(lambda: build_model("mlp", (12,), 3), (12,), members, r, tmp_path)
     assert "quantization: 3 models: 2 ONNX export(s), 1 reused graph(s)" in report.lines()
     for o in outs:
         g = onnx.load(str(o.onnx["pruned+int8"])).graph
@@ -225,8 +236,8 @@ def test_batched_references_reach_the_same_accuracy_and_auc(target, local_audit)
         assert lo <= b["auc"] <= hi and abs(b["auc"] - r["auc"]) < 0.01, (name, r["auc"], b["auc"])
     assert batched["variants"]["dense"]["attacks"]["lira-online"]["auc"] > 0.6  # the audit measures leakage
     # the references' own test accuracy (on the held-out pool) is the same either way
-    from edgeprune.ensemble import train_ensemble
-    from edgeprune.train import train
+    from edgeprune.engine import fit as train
+    from edgeprune.engine import fit_many
 
     z = np.load(target / "d.npz")
     xs, ys = torch.from_numpy(z["x_test"][:350]), torch.from_numpy(z["y_test"][:350])
@@ -240,7 +251,7 @@ def test_batched_references_reach_the_same_accuracy_and_auc(target, local_audit)
         one.append(build_model("mlp", (40,), 10))
         ens.append(copy.deepcopy(one[-1]))
         train(one[-1], xs[s], ys[s], cfg, seed=k)
-    train_ensemble(ens, [(xs[s], ys[s]) for s in subsets], cfg, list(range(8)))
+    fit_many(ens, [(xs[s], ys[s]) for s in subsets], cfg, list(range(8)))
     acc = [[float((m(xt).argmax(1) == yt).float().mean()) for m in group] for group in (one, ens)]
     se = np.std(acc[0], ddof=1) / np.sqrt(8)
     assert abs(np.mean(acc[0]) - np.mean(acc[1])) <= 2 * se + 1e-6, acc

@@ -92,12 +92,14 @@ def attacker_signals(jobs: list[AttackerJob], factory, ds, cache: SignalCache, e
 
 
 def train_and_score(shared, payload) -> dict:
-    """The task: train the jobs' models (batched when there are several) and score every variant."""
+    """The task: train the jobs' models through the target's pipeline (several in lockstep, their training
+    steps batched where the engine's strategy allows) on the device the factory's recipe names, and score
+    every variant."""
     import torch
 
-    from edgeprune.ensemble import Member, run_pipelines
     from edgeprune.executor import torch_threads
-    from edgeprune.pipeline import run_pipeline, split_reference
+    from edgeprune.pipeline import Member, run_pipelines, split_reference
+    from edgeprune.runtime import resolve
 
     x_all, y_all = shared
     factory, jobs, threads, batch_training = payload
@@ -113,16 +115,11 @@ def train_and_score(shared, payload) -> dict:
             members.append(Member(torch.from_numpy(x_all[j.train_idx]), torch.from_numpy(y_all[j.train_idx]), j.seed,
                                   j.tag, reference))
         dense_only = factory.variants == ["dense"]
+        runtime = resolve(factory.recipe.runtime.device, factory.recipe.runtime.amp)  # in this process / worker
         t0 = time.perf_counter()
-        if len(members) > 1:
-            outs, report = run_pipelines(factory.make_model, factory.in_shape, members, factory.recipe, Path(tmp),
-                                         dense_only=dense_only, batch_training=batch_training)
-            notes, phases = report.lines(), report.seconds
-        else:
-            m = members[0]
-            outs = [run_pipeline(factory.make_model, factory.in_shape, m.x, m.y, factory.recipe, m.seed, Path(tmp),
-                                 m.tag, dense_only=dense_only, reference=m.reference)]
-            notes, phases = [], {}
+        outs, report = run_pipelines(factory.make_model, factory.in_shape, members, factory.recipe, Path(tmp),
+                                     dense_only=dense_only, runtime=runtime, batch_training=batch_training)
+        notes, phases = (report.lines(), report.seconds) if len(members) > 1 else ([], {})
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         signals = []
@@ -130,7 +127,7 @@ def train_and_score(shared, payload) -> dict:
             per_variant = {}
             for v in factory.variants:
                 key = model_key(j.tag, v, factory.pipeline_key)
-                pred = torch_predictor(out.models[v], key) if v in out.models else onnx_predictor(out.onnx[v], key, numerics="reference")
+                pred = torch_predictor(out.models[v], key, runtime=runtime) if v in out.models else onnx_predictor(out.onnx[v], key, numerics="reference")
                 per_variant[v] = [_score(pred.predict, x_all[idx], with_sens, j.seed)
                                   for idx, _, with_sens in j.sample_sets]
             signals.append(per_variant)

@@ -39,7 +39,8 @@ class AdvReg(Defense):
 
     def prepare(self, model, optimizer, n, batch_size, steps):
         torch.manual_seed(self.seed + 11)
-        self.h = InferenceModel(self._classes(model))
+        device = next(model.parameters()).device
+        self.h = InferenceModel(self._classes(model)).to(device)  # initialised on the CPU: same weights everywhere
         self.h_opt = torch.optim.Adam(self.h.parameters(), lr=1e-3)
         return model, optimizer
 

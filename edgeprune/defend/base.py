@@ -1,4 +1,4 @@
-"""The defense protocol: hooks the one training loop (edgeprune.train) calls.
+"""The defense protocol: hooks the one training loop (edgeprune.engine.fit) calls.
 
 A defense changes the objective (``loss``), may need the defender's reference data (samples from outside
 the members and the audit's non-members) or the dense teacher, may replace the batch sampler (DP-SGD's
@@ -52,6 +52,17 @@ class Defense:
             raise ConfigError(f"defense {cls.name} strength ({cls.strength_meaning}) must be in [{lo}, {hi}], got {strength}")
 
     # -- hooks --------------------------------------------------------------------------------------
+    def to(self, device) -> Defense:
+        """Move what the defense holds (reference data, teacher) to ``device``; ``fit`` calls it before
+        training with the runtime's device and afterwards with the model's own. Whatever ``prepare`` builds
+        is made on the model's device."""
+        self.device = torch.device(device)
+        if self.reference is not None:
+            self.reference = tuple(t.to(device) for t in self.reference)
+        if self.teacher is not None:
+            self.teacher.to(device)
+        return self
+
     def training_set(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The samples the loop iterates over (DMP replaces the members by reference data)."""
         return x, y
@@ -76,7 +87,7 @@ class Defense:
     # -- helpers ------------------------------------------------------------------------------------
     def reference_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         xr, yr = self.reference
-        idx = torch.randint(0, len(xr), (size,), generator=self._gen)
+        idx = torch.randint(0, len(xr), (size,), generator=self._gen).to(xr.device)  # CPU draws: same on every device
         return xr[idx], yr[idx]
 
 

@@ -31,7 +31,7 @@ class DMP(Defense):
     from_scratch = True  # False: continue the given weights (QAT of an already protected model)
 
     def training_set(self, x, y):
-        from edgeprune.train import predict_logits
+        from edgeprune.engine import predict_logits
 
         xr = self.reference[0]
         logits = predict_logits(self.teacher, xr)

@@ -43,10 +43,17 @@ class DPSGD(Defense):
         self.accountant = RDPAccountant()
         self.gsm = GradSampleModule(model)
         self.dp_opt = DPOptimizer(optimizer, noise_multiplier=self.strength, max_grad_norm=self.cfg.max_grad_norm,
-                                  expected_batch_size=batch_size, generator=torch.Generator().manual_seed(self.seed + 3))
+                                  expected_batch_size=batch_size, generator=self._noise_generator(model))
         self.dp_opt.attach_step_hook(
             lambda opt: self.accountant.step(noise_multiplier=self.strength, sample_rate=self.sample_rate))
         return self.gsm, self.dp_opt
+
+    def _noise_generator(self, model) -> torch.Generator | None:
+        """Opacus draws the noise on the parameters' device, so its generator lives there (seeded)."""
+        device = next(model.parameters()).device
+        if device.type == "meta":  # no generator on the meta device (placement tests): unseeded draws
+            return None
+        return torch.Generator(device=device).manual_seed(self.seed + 3)
 
     def epoch_batches(self, n, batch_size, gen):
         """Poisson sampling: each sample joins each batch with probability q (what the accountant assumes)."""

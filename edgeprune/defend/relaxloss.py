@@ -61,13 +61,14 @@ class RelaxLoss(Defense):
         ce_mean = ce_each.mean()
         if state.epoch % 2 == 0:
             return (ce_mean - self.alpha).abs()
-        if ce_mean > self.alpha:
-            return ce_mean
         soft_ce = -(self.soft_targets(logits, yb) * F.log_softmax(logits, dim=1)).sum(1)
         if xb.dim() != 4:
-            return soft_ce.mean()
-        wrong = (logits.argmax(1) != yb).to(logits.dtype)
-        return (wrong * soft_ce - ce_each).mean()
+            flattened = soft_ce.mean()
+        else:
+            wrong = (logits.argmax(1) != yb).to(logits.dtype)
+            flattened = (wrong * soft_ce - ce_each).mean()
+        # plain CE while the loss is above alpha, else flattening: chosen on the device (no host read per step)
+        return torch.where(ce_mean > self.alpha, ce_mean, flattened)
 
     def info(self):
         return {**super().info(), "alpha": self.alpha, "upper": self.upper,

@@ -49,13 +49,17 @@ def _batches(x, y, n: int = 4, size: int = 64):
 
 
 def run(model, in_shape, x, y, cfg, train_cfg, seed: int, exclude_output: bool = True,
-        reference=None) -> tuple[dict, dict]:
+        reference=None, runtime=None) -> tuple[dict, dict]:
     """Apply ``cfg`` (edgeprune.recipe.PruneConfig) to ``model`` in place, fine-tuning with ``train_cfg`` where
     the schedule interleaves training. ``reference``: the defender's held-out (x, y), for the leakage
-    criterion. Returns (plan, masks to keep during later fine-tuning)."""
+    criterion; ``runtime``: where the interleaved training runs (edgeprune.engine.fit). Returns (plan, masks to
+    keep during later fine-tuning)."""
     import dataclasses
+    import functools
 
-    from edgeprune.train import train
+    from edgeprune.engine import fit
+
+    train = functools.partial(fit, runtime=runtime)
 
     method, criterion = resolve(cfg.method, cfg.criterion)
     if cfg.schedule not in SCHEDULES:
@@ -75,7 +79,8 @@ def run(model, in_shape, x, y, cfg, train_cfg, seed: int, exclude_output: bool =
 
     if method == "structured":
         if cfg.schedule == "admm":
-            _admm(model, x, y, train_cfg, seed, lambda: _structured_projection(model, in_shape, cfg, criterion, exclude))
+            _admm(model, x, y, train_cfg, seed, lambda: _structured_projection(model, in_shape, cfg, criterion, exclude),
+                  runtime=runtime)
         if cfg.schedule in ("one-shot", "admm"):
             pruner = S.make_pruner(model, in_shape, cfg.sparsity, criterion, cfg.round_to, cfg.global_ranking, exclude,
                                    **lw)
@@ -102,7 +107,8 @@ def run(model, in_shape, x, y, cfg, train_cfg, seed: int, exclude_output: bool =
                     train(model, x, y, per_step, seed=seed + 100 + i, masks={k: v.float() for k, v in masks.items()},
                           description=f"prune step {i}/{steps}")
         else:  # admm
-            _admm(model, x, y, train_cfg, seed, lambda: compute_masks(model, method, cfg.sparsity, cfg.block, exclude))
+            _admm(model, x, y, train_cfg, seed, lambda: compute_masks(model, method, cfg.sparsity, cfg.block, exclude),
+                  runtime=runtime)
             masks = compute_masks(model, method, cfg.sparsity, cfg.block, exclude)
         _apply(model, masks)
     plan = S.new_plan(method, criterion, cfg.sparsity, cfg.round_to, cfg.global_ranking, exclude, ops,
@@ -145,11 +151,14 @@ def _projection_masks(model, probe, in_shape, cfg, criterion, exclude) -> dict[s
     return masks
 
 
-def _admm(model, x, y, train_cfg, seed: int, project, rho: float = 1e-3, rounds: int = 3) -> None:
+def _admm(model, x, y, train_cfg, seed: int, project, rho: float = 1e-3, rounds: int = 3, runtime=None) -> None:
     """ADMM rounds: minimise loss + rho/2 ||W - Z + U||^2, then Z = project(W + U), U += W - Z."""
     import dataclasses
+    import functools
 
-    from edgeprune.train import train
+    from edgeprune.engine import fit
+
+    train = functools.partial(fit, runtime=runtime)
 
     params = dict(model.named_parameters())
     masks = project()
@@ -158,7 +167,8 @@ def _admm(model, x, y, train_cfg, seed: int, project, rho: float = 1e-3, rounds:
     per_round = dataclasses.replace(train_cfg, epochs=max(1, train_cfg.epochs // rounds))
 
     def penalty(_model, _x, _y, _logits):
-        return sum(0.5 * rho * (params[k] - Z[k] + U[k]).pow(2).sum() for k in Z)
+        dev = {k: params[k].device for k in Z}  # fit moved the model to its runtime's device
+        return sum(0.5 * rho * (params[k] - Z[k].to(dev[k]) + U[k].to(dev[k])).pow(2).sum() for k in Z)
 
     for r in range(rounds):
         train(model, x, y, per_round, seed=seed + 200 + r, loss_terms=[penalty], description=f"admm round {r + 1}/{rounds}")

@@ -56,11 +56,12 @@ def snap(model: nn.Module, bits: dict[str, int]) -> None:
     detach(model)
 
 
-def qat(model: nn.Module, x, y, train_cfg, bits: dict[str, int], seed: int, masks=None, defense=None,
-        desc: str = "QAT") -> list[float]:
-    """Fine-tune ``model`` in place with fake-quant weights, then snap them to the grid."""
+def qat_phase(model: nn.Module, x, y, train_cfg, bits: dict[str, int], seed: int, masks=None, defense=None,
+              desc: str = "QAT", validation=None):
+    """Fine-tune ``model`` in place with fake-quant weights, then snap them to the grid: a phase generator
+    (edgeprune.engine) that yields its one training request and returns the loss history."""
+    from edgeprune.engine import FitRequest
     from edgeprune.errors import ConfigError
-    from edgeprune.train import train
 
     if defense is not None and defense.name == "dpsgd":
         raise ConfigError("QAT with dpsgd is not supported (Opacus cannot take per-sample gradients through "
@@ -69,7 +70,16 @@ def qat(model: nn.Module, x, y, train_cfg, bits: dict[str, int], seed: int, mask
     pmasks = {k.replace(".weight", ".parametrizations.weight.original") if k[: -len(".weight")] in bits else k: v
               for k, v in (masks or {}).items()}
     try:
-        history = train(model, x, y, train_cfg, seed=seed, masks=pmasks or None, description=desc, defense=defense)
+        history = yield FitRequest(model, x, y, train_cfg, seed, phase="QAT", description=desc, masks=pmasks or None,
+                                   defense=defense, validation=validation)
     finally:
         detach(model)
     return history
+
+
+def qat(model: nn.Module, x, y, train_cfg, bits: dict[str, int], seed: int, masks=None, defense=None,
+        desc: str = "QAT", runtime=None, validation=None) -> list[float]:
+    """``qat_phase`` trained on ``runtime``."""
+    from edgeprune.engine import run
+
+    return run(qat_phase(model, x, y, train_cfg, bits, seed, masks, defense, desc, validation), runtime)

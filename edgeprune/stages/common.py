@@ -35,9 +35,11 @@ class Context:
 
         from edgeprune.data import load_dataset, make_split
         from edgeprune.models import build_model, check_fits, load_weights
+        from edgeprune.runtime import resolve
 
         recipe.validate()  # every value and name, before any work
         self.recipe = recipe
+        self.runtime = resolve(recipe.runtime.device, recipe.runtime.amp)  # where every model of the run trains
         self.ds = load_dataset(recipe.data)
         torch.manual_seed(recipe.seed)  # the initial weights are part of "same seed, same numbers"
         model = build_model(recipe.model, self.ds.in_shape, self.ds.num_classes)

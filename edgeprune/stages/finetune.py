@@ -20,9 +20,9 @@ from edgeprune.stages.common import (
 
 @STAGE.register("finetune")
 def stage(ctx: Context, run) -> StageResult:
+    from edgeprune.engine import accuracy, predict_logits
     from edgeprune.pipeline import finetune
     from edgeprune.prune.structured import apply_plan, plan_masks
-    from edgeprune.train import accuracy, predict_logits
 
     plan = json.loads(run.path(PLAN).read_text())
     if run.path(REWIND_WEIGHTS).is_file():  # retrain the pruned architecture from the rewound dense weights
@@ -37,7 +37,8 @@ def stage(ctx: Context, run) -> StageResult:
     xn, yn = ctx.tensors("nonmembers")
     before = accuracy(predict_logits(model, xn), yn)
     history, defense = finetune(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed + 1, masks=plan_masks(plan),
-                                reference=ctx.reference(), teacher=load_teacher(ctx, run.dir))
+                                reference=ctx.reference(), teacher=load_teacher(ctx, run.dir),
+                                runtime=ctx.runtime)
     run.write_bytes(WEIGHTS, state_bytes(model))
     return StageResult([WEIGHTS], {
         "defense": defense, "scope": ctx.recipe.defense.scope, "rewind": ctx.recipe.prune.rewind,

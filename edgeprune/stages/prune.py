@@ -24,7 +24,7 @@ def stage(ctx: Context, run) -> StageResult:
     else:
         pruned = dense
         plan, _ = plan_for(pruned, ctx.ds.in_shape, ctx.recipe, xm, ym, ctx.recipe.seed + 1,
-                           reference=ctx.reference())
+                           reference=ctx.reference(), runtime=ctx.runtime)
     run.write_json(PLAN, plan)
     run.write_bytes(PRUNED_WEIGHTS, state_bytes(pruned))
     from edgeprune.prune.masks import decode

@@ -21,11 +21,14 @@ def stage(ctx: Context, run) -> StageResult:
     rel = quant_file(ctx)
     if rel is None:
         return StageResult([], {"mode": "none"})
-    xc, _ = ctx.arrays("members", cfg.calibration_samples)
+    from edgeprune.pipeline import calibration_set
+
     xm, ym = ctx.tensors("members")
+    xc = calibration_set(xm.numpy(), cfg.calibration_samples, ctx.recipe.seed)  # as the attacker's pipeline draws it
     plan = json.loads(run.path(PLAN).read_text())
     _, info = quantize_model(load_pruned(ctx, run.dir), ctx.ds.in_shape, xc, ctx.recipe, run.tmp_path(rel), xm, ym,
-                             ctx.reference(), load_teacher(ctx, run.dir), plan_masks(plan), ctx.recipe.seed + 1)
+                             ctx.reference(), load_teacher(ctx, run.dir), plan_masks(plan), ctx.recipe.seed + 1,
+                             runtime=ctx.runtime)
     run.commit(rel)
     xt, yt = ctx.arrays("nonmembers")
     q = predict(run.path(rel), xt, "reference")  # the same figures on every CPU (edgeprune.quant.targets)

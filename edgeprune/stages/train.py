@@ -8,16 +8,17 @@ from edgeprune.stages.common import DENSE_WEIGHTS, REWIND_WEIGHTS, TEACHER_WEIGH
 
 @STAGE.register("train")
 def stage(ctx: Context, run) -> StageResult:
+    from edgeprune.engine import accuracy, predict_logits
     from edgeprune.models import count_params
     from edgeprune.pipeline import train_dense
-    from edgeprune.train import accuracy, predict_logits
 
     model = ctx.initial
     xm, ym = ctx.tensors("members")
     xn, yn = ctx.tensors("nonmembers")
     history, artifacts, extra = [], [DENSE_WEIGHTS], {}
     if ctx.recipe.weights is None:
-        trained = train_dense(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed, reference=ctx.reference())
+        trained = train_dense(model, xm, ym, ctx.recipe, seed=ctx.recipe.seed, reference=ctx.reference(),
+                              runtime=ctx.runtime)
         history, rewind = trained.history, trained.rewind
         extra["defense"] = trained.defense
         if trained.teacher is not None:
