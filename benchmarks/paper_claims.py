@@ -166,12 +166,12 @@ def write_manifest(keep: Path, recipe, attacks: list[str], args) -> None:
     man = {"seed": recipe.seed, "run": "plain", "variants": variants, "is_member": cand.is_member.astype(int).tolist(),
            "targets": {}, "shadows": []}
     for v in variants:
-        man["targets"][v] = str(cache._path(f"target-{v}-{key}", ck, sens).relative_to(keep))
+        man["targets"][v] = str(cache.path(f"target-{v}-{key}", ck, sens).relative_to(keep))
     for i in range(args.shadows):
         _, ev, is_in, _ = shadow_samples(split.pool, split.members.size, args.max_samples, 0, recipe.seed + 1000 + i)
         sk = sample_key(ev, f"shadow{i}")
         man["shadows"].append({"is_in": is_in.astype(int).tolist(), "signals": {
-            v: str(cache._path(model_key(f"shadow{i}-s{recipe.seed}", v, key), sk, sens).relative_to(keep))
+            v: str(cache.path(model_key(f"shadow{i}-s{recipe.seed}", v, key), sk, sens).relative_to(keep))
             for v in variants}})
     assert np.asarray(man["is_member"]).sum() == cand.is_member.sum()
     save_manifest(keep, man, [*man["targets"].values(), *(p for s in man["shadows"] for p in s["signals"].values())])

@@ -319,7 +319,7 @@ def write_manifest(keep: Path, label: str, recipe, references: int, max_samples:
     variants = ["dense", "pruned"] + ([quant_variant(recipe)] if quant_variant(recipe) else [])
 
     def rel(model: str) -> str:  # the audit's attacks here need no sensitivity: the entry without it
-        return str(cache._path(model, ck, False).relative_to(keep))
+        return str(cache.path(model, ck, False).relative_to(keep))
 
     ref_in = reference_membership(references, cand.idx.size, recipe.seed)
     man = {"config": label, "seed": recipe.seed, "variants": variants, "candidate_index": cand.idx.tolist(),

@@ -96,17 +96,23 @@ _READER = ("import sys\nfrom edgeprune.data import load_dataset\nfrom edgeprune.
            "    sys.exit(2)\n")
 
 
+# A child's ru_maxrss counts the memory of the process it was forked from up to its exec (Linux carries the
+# old address space's high-water mark over exec), so measured straight from pytest it would be pytest's own
+# peak. A small launcher in between forks the reader and reports that child's peak alone.
+_LAUNCHER = ("import os, resource, subprocess, sys\n"
+             "code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+             "sys.exit(code)\n")
+
+
 def _run_reader(spec: str, cli: bool = False) -> tuple[int, str, int]:
     """``load_dataset(SPEC)`` or, with ``cli``, ``edgeprune inspect mlp --data SPEC`` in a child process:
-    (exit code, stderr, peak RSS in KB, from wait4: this child's alone)."""
+    (exit code, stderr, peak RSS in KB of that child alone)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     cmd = ["-m", "edgeprune.cli", "inspect", "mlp", "--data", spec] if cli else ["-c", _READER, spec]
-    with open(os.devnull, "wb") as null, subprocess.Popen(
-        [sys.executable, *cmd], cwd=ROOT, env=env, stdout=null, stderr=subprocess.PIPE) as p:
-        err = p.stderr.read().decode()
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, err, usage.ru_maxrss
+    p = subprocess.run([sys.executable, "-c", _LAUNCHER, sys.executable, *cmd], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    return p.returncode, p.stderr, int(p.stdout.split()[-1])
 
 
 def _one_line_exit_2(code: int, err: str, *needles: str) -> None:

@@ -156,6 +156,14 @@ class SignalCache:
                 return d / name
         return None
 
+    def path(self, model_key: str, sample_key: str, with_sens: bool) -> Path | None:
+        """The entry's file: where it is (staged first), else where ``put`` would write it (None without a
+        root). The benchmarks name kept signals by it."""
+        if self.root is None:
+            return None
+        name = self._name(model_key, sample_key, with_sens)
+        return self._find(name) or (self.stage or self.root) / name
+
     def get(self, model_key: str, sample_key: str, with_sens: bool) -> Signals | None:
         if self.root is None:
             return None
