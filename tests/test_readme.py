@@ -43,8 +43,8 @@ NOT_RUN = {
 DATA = {
     "purchase-synth": "purchase-synth:1500",
     "digits": "digits",
-    "cifar10:~/data/cifar-10-batches-py": "cifar10:{tmp}/cifar-10-batches-py",  # 120 images the test writes
-    "npz:data.npz": "npz:{tmp}/data.npz",  # 400 digits the test writes
+    "cifar10:~/data/cifar-10-batches-py": "cifar10:{tmp}/cifar-10-batches-py",  # 120 images (MAKE)
+    "npz:data.npz": "npz:{tmp}/data.npz",  # 400 digits (MAKE)
     "purchase-synth:20000": "purchase-synth:1500",  # examples/private-purchase.yaml
 }
 
@@ -105,8 +105,9 @@ PATCHES = {
 # What a command must also print: every backend asked for is timed (its table) or says why it is skipped.
 MUST_SAY = {"bench": [rf"backend {b}: skipped \(.+\)|{b} \(\d+ thread" for b in ("torch", "ort-cpu", "ort-cuda", "tensorrt")]}
 
-HOW_TO_ADD = ("add a rule to tests/test_readme.py: the option to OPTIONS['{cmd}'] (KEEP if it runs as written, "
-              "an int cap, FIRST, TMP for a path, or a replacement value), a data spec to DATA, a word to WORDS, "
+HOW_TO_ADD = ("add a rule to tests/test_readme.py: the option to OPTIONS['{cmd}'] or OPTIONS['*'] (KEEP if it runs as written, "
+              "an int cap, FIRST, TMP for a path, or a replacement value), a data spec to DATA (and a writer of its "
+              "files to MAKE), a word to WORDS, "
               "a path prefix to TMP_PREFIXES, or the whole command to NOT_RUN with the reason it cannot run here")
 
 
@@ -253,28 +254,48 @@ def test_unknown_readme_line_fails_with_how_to_add(tmp_path):
     assert args == ["audit", str(tmp_path / "runs/mlp50"), "--attacks", "all", "--shadows", "1", "--references", "2"]
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    """The directory every README command shares, with the files README commands name as the user's own."""
-    import torch
-    from safetensors.torch import save_file
-
-    from edgeprune.data.datasets import load_dataset
-    from edgeprune.models.loading import build_model
-
-    tmp = tmp_path_factory.mktemp("readme")
+def _cifar10_batches(path: Path) -> None:
+    """CIFAR-10's python batches, 40 random images each (what `cifar10:DIR` reads)."""
     rng = np.random.default_rng(0)
-    cifar = tmp / "cifar-10-batches-py"  # CIFAR-10's python batches, 40 images each
-    cifar.mkdir()
+    path.mkdir()
     for name in ("data_batch_1", "data_batch_2", "test_batch"):
         batch = {b"data": rng.integers(0, 256, size=(40, 3072), dtype=np.uint8),
                  b"labels": [int(v) for v in rng.permutation(np.arange(40) % 10)]}
-        (cifar / name).write_bytes(pickle.dumps(batch))
+        (path / name).write_bytes(pickle.dumps(batch))
+
+
+def _resnet18_weights(path: Path) -> None:
+    """Dense weights of a freshly built CIFAR-style ResNet-18 (the user's own --weights)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from edgeprune.models.loading import build_model
+
     torch.manual_seed(0)
-    save_file(build_model("resnet18", (3, 32, 32), 10).state_dict(), str(tmp / "resnet18.safetensors"))
+    save_file(build_model("resnet18", (3, 32, 32), 10).state_dict(), str(path))
+
+
+def _digits_npz(path: Path) -> None:
+    """400 digits as an npz with train / test parts (a data set made elsewhere)."""
+    from edgeprune.data.datasets import load_dataset
+
     digits = load_dataset("digits")
     x, y = digits.x[:400], digits.y[:400]
-    np.savez(tmp / "data.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+    np.savez(path, x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+
+
+# The files README commands name as the user's own (through DATA or a TMP path), written into the shared
+# directory before the first command: name -> writer.
+MAKE = {"cifar-10-batches-py": _cifar10_batches, "resnet18.safetensors": _resnet18_weights,
+        "data.npz": _digits_npz}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """The directory every README command shares, with the files of MAKE."""
+    tmp = tmp_path_factory.mktemp("readme")
+    for name, write in MAKE.items():
+        write(tmp / name)
     return {"tmp": tmp, "ray": None}
 
 
