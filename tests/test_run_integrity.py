@@ -332,6 +332,23 @@ def test_a_flipped_byte_in_any_artifact_read_is_refused_naming_the_file(run, tmp
     _intact(run)
 
 
+def test_report_json_is_read_only_as_the_manifest_records_it(run):
+    """compress and tune read a run's report.json back: a tampered one is refused, not believed."""
+    from edgeprune.errors import RunDirError
+    from edgeprune.stages.report import load_report
+
+    p = run / "report.json"
+    original = p.read_bytes()
+    assert load_report(run) == json.loads(original)
+    p.write_bytes(original.replace(b"{", b'{"injected": 1, ', 1))
+    try:
+        with pytest.raises(RunDirError, match="report.json"):
+            load_report(run)
+    finally:
+        p.write_bytes(original)
+    _intact(run)
+
+
 def test_resume_says_which_artifact_failed_its_check(run, tmp_path):
     import shutil
 

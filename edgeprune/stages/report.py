@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgeprune.errors import RunDirError
@@ -21,8 +20,9 @@ def stage(ctx: Context, run) -> StageResult:
 
 
 def load_report(run_dir: str | Path) -> dict:
-    """A run's report.json."""
-    p = Path(run_dir) / "report.json"
-    if not p.is_file():
+    """A run's report.json, checked against the manifest's sha256 like every file read from a run."""
+    from edgeprune.run import read_manifest, read_verified_json
+
+    if not (Path(run_dir) / "report.json").is_file():
         raise RunDirError(f"{run_dir} has no report.json")
-    return json.loads(p.read_text())
+    return read_verified_json(run_dir, read_manifest(run_dir), "report.json")
